@@ -1,0 +1,1 @@
+"""Measurement and reporting: runtimes, the pytest-benchmark harness, result tables, the CLI."""

@@ -1,0 +1,96 @@
+"""From a model name (or ONNX file) to a checked, deployable TVM library for a target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from models.errors import UserError
+from models.export import assert_close, export_model, load_onnx, onnxruntime_outputs, sample_input
+from models.registry import get_spec
+from schedules import database as db_files
+from schedules.compile import compile_onnx, export
+from targets.registry import TargetSpec
+
+
+@dataclass
+class BuildResult:
+    library: Path
+    onnx_path: Path
+    spec: TargetSpec
+    schedules: str  # "<key>@<hash>" or "untuned"
+    tuned: list[str]
+    untuned: list[str]
+    parity: str = "not checked"
+
+    def __str__(self) -> str:
+        total = len(self.tuned) + len(self.untuned)
+        lines = [
+            f"wrote {self.library} for {self.spec.key} ({self.spec.tvm_config()})",
+            f"schedules: {self.schedules}; {len(self.tuned)}/{total} tasks tuned",
+        ]
+        if self.untuned and self.schedules != "untuned":
+            lines.append("ran untuned (default schedules): " + ", ".join(self.untuned))
+        lines.append(f"parity with ONNX Runtime: {self.parity}")
+        return "\n".join(lines)
+
+
+def resolve_onnx(model: str, weights: Path | None = None) -> tuple[Path, onnx.ModelProto]:
+    """A registered model name (exported, cached) or a path to an ONNX file."""
+    path = Path(model)
+    if model.endswith(".onnx") or path.is_file():
+        if weights is not None:
+            raise UserError("--weights applies to registered models, not to an ONNX file")
+        return path, load_onnx(path)
+    get_spec(model)  # unknown names fail here, with the list hint
+    exported = export_model(model, weights)
+    return exported, onnx.load(str(exported))
+
+
+def schedules_label(spec: TargetSpec, database, root: Path | None) -> str:
+    if database is None:
+        return "untuned"
+    return f"{spec.key}@{db_files.content_hash(db_files.database_dir(spec, root))}"
+
+
+def compile_to_library(
+    model: str,
+    spec: TargetSpec,
+    output: Path,
+    weights: Path | None = None,
+    schedules: Path | None = None,
+    force: bool = False,
+    check: bool = True,
+    untuned: bool = False,
+) -> BuildResult:
+    """Compile with the target's database (unless ``untuned``), export, and check the library."""
+    onnx_path, proto = resolve_onnx(model, weights)
+    database = None if untuned else db_files.open_database(spec, schedules, force=force)
+    compiled = compile_onnx(proto, spec, database)
+    library = export(compiled.executable, output, spec)
+    result = BuildResult(library, onnx_path, spec, schedules_label(spec, database, schedules),
+                         compiled.tuned, compiled.untuned)
+    if check and spec.is_native:
+        result.parity = check_library(library, onnx_path, proto)
+    elif check:
+        result.parity = "not checked here: the library is for another machine (run it with the benchmark)"
+    return result
+
+
+def check_library(library: Path, onnx_path: Path, proto: onnx.ModelProto) -> str:
+    """Run the library in the local VM and compare with ONNX Runtime on the seeded input."""
+    from bench.runtimes import TvmRuntime
+
+    shape = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
+    x = sample_input(shape)
+    actual = TvmRuntime(library, "tvm", 0, "", "").run(x)
+    expected = onnxruntime_outputs(onnx_path, x)
+    try:
+        assert_close(actual, expected, f"TVM library {library.name} vs ONNX Runtime")
+    except AssertionError as exc:
+        raise UserError(str(exc)) from None
+    err = max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
+    return f"ok (max abs difference {err:.2e})"

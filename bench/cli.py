@@ -1,0 +1,248 @@
+"""``mnv2bench``: the command line. Each subcommand is a thin layer over the library.
+
+Bad input (a ``UserError`` from any layer) prints one line and exits with code 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from models.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_third_party_logs()
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        print(f"mnv2bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mnv2bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnv2bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="the registered models, their complexity and the paper's figures")
+    p.add_argument("names", nargs="*", default=["all"], help="names, patterns or groups (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("export", help="export a model to ONNX (checked against PyTorch in ONNX Runtime)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    _weights_option(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compile", help="compile a model (or an ONNX file) into a deployable TVM library")
+    p.add_argument("model", help="a registered model name or a path to an .onnx file")
+    p.add_argument("-o", "--output", required=True, type=Path)
+    _target_options(p)
+    _weights_option(p)
+    _schedule_options(p)
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("tune", help="tune the models' kernels with MetaSchedule for a target")
+    _target_options(p)
+    p.add_argument("--models", nargs="+", default=["headline"], help="names or groups (default: headline)")
+    p.add_argument("--trials-per-task", type=int, default=None, help="trials each task should reach")
+    p.add_argument("--trials", type=int, default=None, help="total budget, shared by each task's share of FLOPs")
+    p.add_argument("--population", type=int, default=128, help="evolutionary search population")
+    _rpc_options(p)
+    _schedule_options(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("schedules", help="what is tuned, per target: tasks by kind, best latencies, coverage")
+    p.add_argument("target", nargs="?", default=None, help="a target key, preset or triple (default: all)")
+    p.add_argument("--models", nargs="+", default=["headline"], help="models to report coverage for")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
+    p.set_defaults(func=cmd_schedules)
+
+    p = sub.add_parser("run", help="the main job: benchmark, save into results/, print the comparison")
+    p.add_argument("--models", default="headline", help="comma-separated names or groups (default: headline)")
+    p.add_argument("--runtimes", default="tvm,onnxruntime", help="comma-separated (default: tvm,onnxruntime)")
+    p.add_argument("--target", default="host")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's results/)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest / pytest-benchmark options")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="latency tables (and a plot) across machines and runtimes")
+    p.add_argument("files", nargs="*", type=Path, help="result files (default: results/*.json, and regenerate "
+                   "results/README.md)")
+    p.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    p.add_argument("--plot", type=Path, default=None, help="write the latency-vs-MAdds plot here (PNG)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("targets", help="the known targets and hardware presets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_targets)
+    return parser
+
+
+def _weights_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, default=None, help="a PyTorch state-dict file (default: seeded random)")
+
+
+def _target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="host", help="preset or triple (default: this host); see `mnv2bench targets`")
+    p.add_argument("--mcpu", default=None, help="CPU model for LLVM, e.g. cortex-a72")
+    p.add_argument("--arch", default=None, help="GPU architecture, e.g. sm_90")
+
+
+def _schedule_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
+    p.add_argument("--force-schedules", action="store_true", help="use a database tuned for another target")
+
+
+def _rpc_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker of remote boards")
+    p.add_argument("--rpc-key", default=None, help="the key the boards registered under")
+    p.add_argument("--rpc-boards", type=int, default=1, help="measure on this many boards in parallel")
+
+
+def _spec(args):
+    from targets.registry import resolve_target
+
+    return resolve_target(args.target, mcpu=args.mcpu, arch=args.arch)
+
+
+def _quiet_third_party_logs() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+# --- subcommands ------------------------------------------------------------------------------------
+def cmd_models(args) -> int:
+    from models.complexity import complexity_table
+    from models.registry import resolve_names
+
+    table = complexity_table(resolve_names(args.names))
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+    else:
+        shown = table.assign(params_m=table.params / 1e6, madds_m=table.madds / 1e6)[
+            ["name", "task", "params_m", "paper_params_m", "params_diff_pct", "madds_m", "paper_madds_m",
+             "madds_diff_pct", "paper_pixel1_ms", "paper_accuracy", "paper_metric"]
+        ]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-"))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from models.export import export_model
+    from models.registry import get_spec
+
+    get_spec(args.model)
+    path = export_model(args.model, args.weights, out=args.output)
+    print(f"wrote {path} (checked: onnx checker, ONNX Runtime vs PyTorch)")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from bench.build import compile_to_library
+
+    report = compile_to_library(
+        args.model, _spec(args), args.output, weights=args.weights, schedules=args.schedules,
+        force=args.force_schedules, check=not args.no_check,
+    )
+    print(report)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from models.registry import resolve_names
+    from schedules.tasks import model_tasks
+    from schedules.tune import RPCOptions, SearchOptions, TuningMeasuredNothing, merge_tasks, tune
+
+    if args.trials_per_task is None and args.trials is None:
+        raise UserError("give a budget: --trials-per-task N and/or --trials N")
+    if (args.rpc_tracker is None) != (args.rpc_key is None):
+        raise UserError("--rpc-tracker and --rpc-key go together")
+    spec = _spec(args)
+    names = resolve_names(args.models)
+    print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
+    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
+    rpc = RPCOptions(args.rpc_tracker, args.rpc_key, boards=args.rpc_boards) if args.rpc_tracker else None
+    try:
+        summary = tune(
+            spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,
+            root=args.schedules, rpc=rpc, search=SearchOptions(population_size=args.population),
+            force=args.force_schedules,
+        )
+    except TuningMeasuredNothing as exc:
+        print(f"mnv2bench: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_schedules(args) -> int:
+    from schedules.report import format_report, schedules_report
+
+    report = schedules_report(args.target, args.models, root=args.schedules)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """``pytest bench/ --benchmark-only`` with our options, merged into results/, then the table."""
+    import tempfile
+
+    import pytest
+
+    from bench.compare import RESULTS_DIR, compare
+    from bench.results import merge_run
+
+    results_dir = args.results or RESULTS_DIR
+    extra = [a for a in args.pytest_args if a != "--"]
+    with tempfile.TemporaryDirectory(prefix="mnv2bench-run-") as tmp:
+        run_json = Path(tmp) / "run.json"
+        pytest_args = [
+            str(Path(__file__).parent), "--benchmark-only", f"--benchmark-json={run_json}",
+            f"--models={args.models}", f"--runtimes={args.runtimes}", f"--target={args.target}",
+            "-p", "no:cacheprovider", "-q", *([f"--threads={args.threads}"] if args.threads else []), *extra,
+        ]
+        print("pytest " + " ".join(pytest_args), flush=True)
+        code = pytest.main(pytest_args)
+        if not run_json.exists():
+            raise UserError(f"the benchmark produced no results (pytest exit code {int(code)})")
+        saved = merge_run(run_json, results_dir)
+    print(f"saved {saved}")
+    print(compare(None, results_dir=results_dir))
+    return 0 if code == 0 else 1
+
+
+def cmd_compare(args) -> int:
+    from bench.compare import compare
+
+    print(compare(args.files or None, fmt=args.format, plot=args.plot))
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from targets.registry import targets_table
+
+    table = targets_table()
+    print(json.dumps(table.to_dict(orient="records"), indent=2) if args.json else table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

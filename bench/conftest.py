@@ -1,0 +1,91 @@
+"""pytest options and hooks of the benchmark: ``pytest bench/ --benchmark-only [--models ...]``.
+
+One benchmark per model x runtime, grouped by model. The standard pytest-benchmark options
+(``--benchmark-json``, ``--benchmark-save``, ``--benchmark-min-rounds``, ``--benchmark-max-time``...)
+work as usual; the JSON they write is standard pytest-benchmark output with our facts in
+``extra_info`` and ``machine_info``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.harness import RUNTIMES, Harness, Options, gpu_name, hardware_name
+from models.errors import UserError
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mnv2bench", "mnv2bench benchmark")
+    group.addoption("--target", default="host", help="preset or triple (default: this host)")
+    group.addoption("--mcpu", default=None, help="CPU model for LLVM")
+    group.addoption("--arch", default=None, help="GPU architecture, e.g. sm_90")
+    group.addoption("--models", default="headline",
+                    help="comma-separated names, patterns or groups: headline, classification, detection, "
+                         "segmentation, all (default: headline)")
+    group.addoption("--runtimes", default="tvm,onnxruntime", help=f"comma-separated, from {', '.join(RUNTIMES)}")
+    group.addoption("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
+    group.addoption("--weights", default=None, help="PyTorch state-dict file (default: seeded random weights)")
+    group.addoption("--schedules", default=None, help="schedules folder (default: the project's)")
+    group.addoption("--force-schedules", action="store_true", help="use a database tuned for another target")
+    group.addoption("--rpc-tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker of remote boards")
+    group.addoption("--rpc-key", default=None, help="key the remote boards registered under")
+
+
+def _options(config: pytest.Config) -> Options:
+    from pathlib import Path
+
+    from bench.runtimes import pin_threads
+    from models.registry import resolve_names
+    from targets.registry import resolve_target
+
+    runtimes = [r.strip() for r in config.getoption("runtimes").split(",") if r.strip()]
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise pytest.UsageError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+    threads = config.getoption("threads") or os.cpu_count() or 1
+    pin_threads(threads)
+    try:
+        target = resolve_target(config.getoption("target"), config.getoption("mcpu"), config.getoption("arch"))
+        models = resolve_names([m.strip() for m in config.getoption("models").split(",") if m.strip()])
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    weights = config.getoption("weights")
+    schedules = config.getoption("schedules")
+    return Options(
+        target=target, models=models, runtimes=runtimes, threads=threads,
+        weights=Path(weights) if weights else None, schedules=Path(schedules) if schedules else None,
+        force_schedules=config.getoption("force_schedules"),
+        rpc_tracker=config.getoption("rpc_tracker"), rpc_key=config.getoption("rpc_key"),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "models"):
+        config._mnv2bench_options = _options(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if {"model", "runtime"} <= set(metafunc.fixturenames):
+        options: Options = metafunc.config._mnv2bench_options
+        cases = [(m, r) for m in options.models for r in options.runtimes]
+        metafunc.parametrize(("model", "runtime"), cases, ids=[f"{m}-{r}" for m, r in cases])
+
+
+@pytest.fixture(scope="session")
+def harness(request: pytest.FixtureRequest) -> Harness:
+    return Harness(request.config._mnv2bench_options)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    from targets.registry import cpu_model
+
+    options: Options = config._mnv2bench_options
+    machine_info.update(
+        hardware=hardware_name(options.target),
+        cpu_model=cpu_model(),
+        cores=os.cpu_count(),
+        gpu=gpu_name(),
+        target_key=options.target.key,
+    )

@@ -1,0 +1,189 @@
+"""The benchmark harness behind ``pytest bench/``: prepares each model x runtime case.
+
+pytest-benchmark owns the timing and the statistics; this module owns what is timed. A case is
+ready only when its runtime's output matched the PyTorch reference on the seeded input, so a build
+that is fast but wrong fails instead of publishing a number.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from models.complexity import count_madds, count_params
+from models.export import assert_close, cache_dir, export_model, sample_input, torch_outputs
+from models.registry import create_model, get_spec
+from targets.registry import TargetSpec
+
+RUNTIMES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
+WARMUP_MIN_RUNS = 3
+WARMUP_MIN_SECONDS = 0.5
+# TVM reorders float sums (tiling, vectorisation): allow a little more than the exporter check does.
+RTOL, ATOL = 2e-3, 2e-4
+
+
+@dataclass
+class Options:
+    target: TargetSpec
+    models: list[str]
+    runtimes: list[str]
+    threads: int
+    weights: Path | None = None
+    schedules: Path | None = None  # schedules root (default: the project's)
+    force_schedules: bool = False
+    rpc_tracker: str | None = None
+    rpc_key: str | None = None
+
+
+@dataclass
+class Case:
+    """One model on one runtime, built, checked and warmed up: ready to be timed."""
+
+    model: str
+    runtime: object  # bench.runtimes.Runtime
+    x: np.ndarray
+    max_abs_error: float
+    warmup_runs: int
+    extra: dict = field(default_factory=dict)
+
+    def run(self) -> list[np.ndarray]:
+        return self.runtime.run(self.x)
+
+
+class Harness:
+    """Builds cases on demand and keeps what several cases share (models, references, exports)."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._references: dict[str, list[np.ndarray]] = {}
+
+    @cached_property
+    def hardware(self) -> str:
+        return hardware_name(self.options.target)
+
+    def reference(self, model: str) -> list[np.ndarray]:
+        if model not in self._references:
+            net = create_model(model, self.options.weights)
+            self._references[model] = torch_outputs(net, self.input(model))
+        return self._references[model]
+
+    def input(self, model: str) -> np.ndarray:
+        return sample_input(get_spec(model).input_shape)
+
+    def prepare(self, model: str, runtime: str) -> Case:
+        """Build the runtime for ``model``, check it against PyTorch, warm it up."""
+        adapter = self._make_runtime(model, runtime)
+        x = self.input(model)
+        outputs = adapter.run(x)
+        expected = self.reference(model)
+        assert_close(outputs, expected, f"{model} on {runtime} vs PyTorch", rtol=RTOL, atol=ATOL)
+        error = max(float(np.abs(a - e).max()) for a, e in zip(outputs, expected))
+        warmup_runs = warm_up(adapter, x)
+        return Case(model, adapter, x, error, warmup_runs, self._extra_info(model, adapter, error, warmup_runs))
+
+    def _make_runtime(self, model: str, runtime: str):
+        from bench import runtimes
+
+        threads = self.options.threads
+        if runtime == "onnxruntime":
+            return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads)
+        if runtime == "torch":
+            return runtimes.TorchRuntime(create_model(model, self.options.weights), threads)
+        if runtime in ("tvm", "tvm-untuned"):
+            return self._tvm_runtime(model, runtime)
+        raise ValueError(f"unknown runtime {runtime!r}")
+
+    def _tvm_runtime(self, model: str, runtime: str):
+        from bench.build import compile_to_library
+        from bench.runtimes import TvmRuntime
+
+        spec = self.options.target
+        untuned = runtime == "tvm-untuned"
+        library = library_path(model, spec, untuned, self.options.weights, self.options.schedules)
+        built = compile_to_library(
+            model, spec, library, weights=self.options.weights, schedules=self.options.schedules,
+            force=self.options.force_schedules, check=False, untuned=untuned,
+        )
+        target = str(spec.tvm_config())
+        adapter = TvmRuntime(built.library, runtime, self.options.threads, target, built.schedules)
+        adapter.notes.append(f"{len(built.tuned)}/{len(built.tuned) + len(built.untuned)} tasks tuned")
+        return adapter
+
+    def _extra_info(self, model: str, adapter, error: float, warmup_runs: int) -> dict:
+        spec = get_spec(model)
+        net = create_model(model, self.options.weights)
+        paper = spec.paper
+        import tvm
+
+        return {
+            "model": model,
+            "runtime": adapter.name,
+            "task": spec.task,
+            "input_shape": list(spec.input_shape),
+            "params": count_params(net),
+            "madds": count_madds(net, spec.input_shape),
+            "paper": None if paper is None else dict(vars(paper)),
+            "runtime_version": adapter.version,
+            "tvm_version": tvm.__version__,
+            "tvm_target": adapter.tvm_target,
+            "schedules": adapter.schedules,
+            "threads": adapter.threads,
+            "device": adapter.device,
+            "emulated": False,
+            "hardware": self.hardware,
+            "weights": str(self.options.weights) if self.options.weights else "random (seed 0)",
+            "max_abs_error_vs_torch": error,
+            "warmup_runs": warmup_runs,
+            "latency_source": "pytest-benchmark",
+            "notes": "; ".join(adapter.notes),
+        }
+
+
+def warm_up(adapter, x: np.ndarray) -> int:
+    """Run until caches, thread pools and lazy initialisation have settled; return the run count."""
+    import time
+
+    runs, start = 0, time.perf_counter()
+    while runs < WARMUP_MIN_RUNS or time.perf_counter() - start < WARMUP_MIN_SECONDS:
+        adapter.run(x)
+        runs += 1
+    return runs
+
+
+def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | None, schedules: Path | None) -> Path:
+    """Where the compiled library is cached; the name changes with everything that changes it."""
+    import tvm
+
+    from models.export import weights_hash
+    from schedules import database as db_files
+
+    digest = weights_hash(create_model(model, weights))[:8]
+    schedule = "untuned" if untuned else db_files.content_hash(db_files.database_dir(spec, schedules))
+    return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}-tvm{tvm.__version__}.so"
+
+
+def hardware_name(spec: TargetSpec) -> str:
+    """The machine's name in results/: ``x86_64-znver4-2c``, ``nvidia-h100``."""
+    if spec.is_gpu:
+        return gpu_name() or f"cuda-{spec.arch}"
+    return f"{platform.machine()}-{spec.mcpu}-{os.cpu_count()}c"
+
+
+def gpu_name() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0].strip().lower().replace(" ", "-") if out else None
+

@@ -1,0 +1,1 @@
+"""Tuning: task extraction, MetaSchedule runs, the per-target schedule databases, and compiling with them."""

@@ -1,0 +1,33 @@
+"""Build and export functions for MetaSchedule's builder workers.
+
+The stock ``LocalBuilder`` build function imports ``tvm.s_tir.tensor_intrin``, which takes about 43 s
+in a fresh worker process, while the builder starts fresh workers for every batch with a 30 s timeout:
+every candidate then "fails to build", tuning measures nothing and finishes as if it had succeeded
+(see shared NOTES). These functions do the same build without that import. They live in an importable
+module so the worker processes can unpickle them by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def build_candidate(mod, target, _params):
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
+    """A shared library, so an RPC board can load it without a compiler of its own."""
+    path = os.path.join(tempfile.mkdtemp(prefix="mnv2bench-candidate-"), "candidate.so")
+    if cross_compiler:
+        from tvm.support.cc import cross_compiler as make_cross_compiler
+
+        rt_mod.export_library(path, fcompile=make_cross_compiler(cross_compiler))
+    else:
+        rt_mod.export_library(path)
+    return path

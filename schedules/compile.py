@@ -1,0 +1,121 @@
+"""ONNX -> Relax -> (tuned) library, as named steps a user can see and a test can call alone.
+
+    import_onnx      ONNX model -> Relax IRModule, weights bound as constants
+    lower            legalise to TIR and fuse: the module whose PrimFuncs are the tuning tasks
+    apply_schedules  best records of the database; CPU weights pre-packed at compile time;
+                     GPU kernels without a record get DLight default schedules
+    build / export   Relax VM executable, and a deployable library (cross-linked for a board)
+
+On CPUs the tasks are lowered with layout-free weight buffers (``AttachAttrLayoutFreeBuffers``), so a
+tuned schedule may choose the weight layout that suits its loops; after the database is applied the
+re-layout is split off, lifted and constant-folded, so ``main`` still takes the input alone and the
+packing costs nothing at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import tvm
+from tvm import relax
+
+from models.errors import UserError
+from models.export import INPUT_NAME
+from targets.registry import TargetSpec
+
+
+def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = None) -> tvm.IRModule:
+    """Import with the weights as constants (they fold into the kernels' neighbours and the library)."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    graph_input = model.graph.input[0]
+    if input_shape is None:
+        dims = graph_input.type.tensor_type.shape.dim
+        if any(d.dim_value <= 0 for d in dims):
+            raise UserError(f"input {graph_input.name!r} has a dynamic shape; only fixed shapes are supported")
+        input_shape = tuple(d.dim_value for d in dims)
+    try:
+        mod = from_onnx(model, shape_dict={graph_input.name: list(input_shape)}, keep_params_in_input=False)
+    except Exception as exc:
+        raise UserError(f"TVM cannot import this ONNX model: {str(exc).splitlines()[0]}") from None
+    return mod
+
+
+def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
+    """Legalise and fuse: every PrimFunc of the result is one tuning task."""
+    passes = [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    if not spec.is_gpu:
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
+    with spec.tvm_target():
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def apply_schedules(mod: tvm.IRModule, spec: TargetSpec, database=None) -> tvm.IRModule:
+    """Apply the database's best schedules; give the GPU's untuned kernels DLight defaults."""
+    from tvm.s_tir import dlight as dl
+    from tvm.s_tir import meta_schedule as ms
+
+    database = database if database is not None else ms.database.MemoryDatabase()
+    with spec.tvm_target(), database:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        if spec.is_gpu:
+            mod = dl.ApplyDefaultSchedule(
+                dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+            )(mod)
+        else:
+            mod = tvm.transform.Sequential(
+                [
+                    relax.transform.SplitLayoutRewritePreproc(),
+                    relax.transform.LiftTransformParams(),
+                    relax.transform.FoldConstant(),
+                ]
+            )(mod)
+    return mod
+
+
+def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
+    return tvm.compile(mod, target=spec.tvm_target())
+
+
+def export(executable: relax.VMExecutable, path: str | Path, spec: TargetSpec) -> Path:
+    """Write a deployable shared library, linked by the target's cross compiler where it has one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.so")
+    if spec.cross_compiler:
+        from tvm.support.cc import cross_compiler
+
+        executable.export_library(str(tmp), fcompile=cross_compiler(spec.cross_compiler))
+    else:
+        executable.export_library(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class CompiledModel:
+    executable: relax.VMExecutable
+    tuned: list[str]  # task names that found a record
+    untuned: list[str]
+
+
+def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None) -> CompiledModel:
+    """The whole path: import, lower, apply the database (if any), build."""
+    from schedules.tasks import untuned_task_names
+
+    lowered = lower(import_onnx(model), spec)
+    tuned, untuned = untuned_task_names(lowered, spec, database)
+    return CompiledModel(build(apply_schedules(lowered, spec, database), spec), tuned, untuned)
+
+
+__all__ = ["INPUT_NAME", "import_onnx", "lower", "apply_schedules", "build", "export", "compile_onnx"]

@@ -1,0 +1,200 @@
+"""The per-target schedule databases: ``schedules/<target key>/``.
+
+Each folder is a MetaSchedule JSON database (``database_workload.json``, ``database_tuning_record.json``:
+one JSON document per line, appended as trials are measured) plus ``metadata.json``, which records what
+the records were tuned with: the full TVM target, TVM and LLVM versions, trials per task, the machine,
+the date and the command. The metadata is what lets us refuse a database tuned for another target.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from models.errors import UserError
+from targets.registry import TargetSpec, cpu_model
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+METADATA_FILE = "metadata.json"
+
+
+def schedules_root() -> Path:
+    """The repo's ``schedules/`` folder, or ``$MNV2BENCH_SCHEDULES`` (tests tune into a temp folder)."""
+    return Path(os.environ.get("MNV2BENCH_SCHEDULES", Path(__file__).parent))
+
+
+def database_dir(spec: TargetSpec, root: Path | None = None) -> Path:
+    return (root or schedules_root()) / spec.key
+
+
+def known_keys(root: Path | None = None) -> list[str]:
+    root = root or schedules_root()
+    return sorted(p.parent.name for p in root.glob(f"*/{METADATA_FILE}"))
+
+
+def read_metadata(folder: Path) -> dict | None:
+    path = folder / METADATA_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"corrupt schedule metadata {path}: {exc}") from None
+
+
+IDENTITY_FIELDS = ("kind", "mtriple", "mcpu", "mattr", "arch")  # what decides the generated code
+
+
+def target_config(spec: TargetSpec) -> dict:
+    """The full target as TVM expands it (tags resolved to limits), as plain JSON."""
+    config = dict(spec.tvm_target().export())
+    config.pop("host", None)
+    return json.loads(json.dumps(config, default=_jsonable))
+
+
+def _jsonable(value: object) -> object:
+    try:
+        return list(value)  # TVM arrays
+    except TypeError:
+        return str(value)
+
+
+def _identity(config: dict) -> dict:
+    """Thread count and limits aside: a database tuned on 2 cores of a znver4 serves 16 cores of one."""
+    return {k: config.get(k) for k in IDENTITY_FIELDS if config.get(k) is not None}
+
+
+def check_target(folder: Path, spec: TargetSpec, force: bool = False) -> None:
+    """Refuse records tuned for a different target: their schedules may not even run here."""
+    meta = read_metadata(folder)
+    if meta is None or force:
+        return
+    theirs, ours = _identity(meta.get("target", {})), _identity(target_config(spec))
+    if theirs != ours:
+        raise UserError(
+            f"the schedules in {folder} were tuned for {json.dumps(theirs)}, not {json.dumps(ours)}; "
+            "pass --force-schedules to use them anyway"
+        )
+
+
+def repair_and_validate(path: Path) -> int:
+    """Check every line of a database file; drop a final line cut short by an interrupted run.
+
+    Returns the number of records. Any other malformed line is a corrupt database: a one-line error
+    naming the file and line, never a silent loss of records.
+    """
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    count = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+            count += 1
+        except ValueError:
+            is_torn_tail = number == len(lines) and not data.endswith(b"\n")
+            if not is_torn_tail:
+                raise UserError(f"corrupt schedule database {path}, line {number}: not a JSON record") from None
+            path.write_bytes(data[: len(data) - len(line)])  # keep every complete record
+    if data and not data.endswith(b"\n") and count and path.read_bytes()[-1:] != b"\n":
+        with path.open("ab") as f:
+            f.write(b"\n")
+    return count
+
+
+def open_database(spec: TargetSpec, root: Path | None = None, force: bool = False, create: bool = False):
+    """The target's JSON database, or None when nothing was tuned for it (and ``create`` is false)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    folder = database_dir(spec, root)
+    if not folder.exists() and not create:
+        return None
+    check_target(folder, spec, force)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        repair_and_validate(folder / name)
+    try:
+        return ms.database.JSONDatabase(
+            path_workload=str(folder / WORKLOAD_FILE), path_tuning_record=str(folder / RECORD_FILE), allow_missing=True
+        )
+    except Exception as exc:
+        raise UserError(f"corrupt schedule database in {folder}: {str(exc).splitlines()[0]}") from None
+
+
+def content_hash(folder: Path) -> str:
+    """A short hash of the records, written into every result so a number names its schedules."""
+    digest = hashlib.sha256()
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        path = folder / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:12]
+
+
+def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models: list[str]) -> None:
+    """Record what the database was tuned with; written atomically, updated on every run."""
+    import tvm
+
+    previous = read_metadata(folder) or {}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    run = {"date": now, "command": "mnv2bench " + shlex.join(sys.argv[1:]), "trials_per_task": trials_per_task}
+    meta = {
+        "target_key": spec.key,
+        "target": target_config(spec),
+        "tvm_version": tvm.__version__,
+        "llvm_version": _llvm_version(),
+        "trials_per_task": max(trials_per_task, previous.get("trials_per_task", 0)),
+        "models": sorted(set(previous.get("models", [])) | set(models)),
+        "machine": {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
+        "updated": now,
+        "runs": previous.get("runs", []) + [run],
+    }
+    tmp = folder / f".{METADATA_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, folder / METADATA_FILE)
+
+
+def _llvm_version() -> str:
+    import tvm
+
+    try:
+        return str(tvm.target.codegen.llvm_version_major())
+    except Exception:
+        return "unknown"
+
+
+def spec_from_metadata(folder: Path) -> TargetSpec:
+    """Rebuild the target a database was tuned for, from its metadata."""
+    meta = read_metadata(folder)
+    if meta is None:
+        raise UserError(f"{folder} has no {METADATA_FILE}: not a schedule database")
+    config = meta["target"]
+    if config.get("kind") == "cuda":
+        return TargetSpec(name=folder.name, triple="cuda", description="from metadata", arch=config.get("arch"))
+    return TargetSpec(
+        name=folder.name,
+        triple=config.get("mtriple"),
+        description="from metadata",
+        mcpu=config.get("mcpu"),
+        num_cores=config.get("num-cores"),
+        mattr=tuple(config.get("mattr", ())),
+    )
+
+
+def resolve_database_target(name: str, root: Path | None = None) -> TargetSpec:
+    """A target named by its database key (``x86_64-linux-gnu-znver4``), preset or triple."""
+    from targets.registry import resolve_target
+
+    folder = (root or schedules_root()) / name
+    if (folder / METADATA_FILE).exists():
+        return spec_from_metadata(folder)
+    return resolve_target(name)

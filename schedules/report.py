@@ -1,0 +1,80 @@
+"""What a target's database holds: tasks by kind, which are tuned, their best latency, model coverage."""
+
+from __future__ import annotations
+
+
+from pathlib import Path
+
+from tvm_ffi import structural_hash
+
+from schedules import database as db_files
+from schedules.tasks import KINDS, model_tasks
+from schedules.tune import best_latency_s, trials_done
+
+
+def schedules_report(target: str | None, models: list[str], root: Path | None = None) -> list[dict]:
+    """One entry per target database (all of them, or the one named)."""
+    from models.errors import UserError
+    from models.registry import resolve_names
+
+    names = resolve_names(models)
+    keys = [target] if target else db_files.known_keys(root)
+    if not keys:
+        raise UserError(f"no schedule databases under {root or db_files.schedules_root()}")
+    return [_target_report(db_files.resolve_database_target(key, root), names, root) for key in keys]
+
+
+def _target_report(spec, names: list[str], root: Path | None) -> dict:
+    folder = db_files.database_dir(spec, root)
+    database = db_files.open_database(spec, root, force=True)
+    counts = trials_done(database) if database is not None else {}
+    tasks: dict[int, dict] = {}
+    coverage = []
+    for name in names:
+        model_entries = model_tasks(name, spec)
+        tuned = 0
+        for task in model_entries:
+            key = structural_hash(task.mod)
+            if key not in tasks:
+                best = best_latency_s(database, task.mod) if database is not None else None
+                tasks[key] = {
+                    "task": task.name, "kind": task.kind, "flops": task.flops, "trials": counts.get(key, 0),
+                    "best_ms": None if best is None else best * 1e3,
+                    "gflops": None if best is None else task.flops / best / 1e9, "models": [],
+                }
+            tasks[key]["models"].append(name)
+            tuned += tasks[key]["best_ms"] is not None
+        coverage.append({"model": name, "tasks": len(model_entries), "tuned": tuned,
+                         "coverage": tuned / len(model_entries) if model_entries else 0.0})
+    by_kind = {
+        kind: {"tasks": sum(t["kind"] == kind for t in tasks.values()),
+               "tuned": sum(t["kind"] == kind and t["best_ms"] is not None for t in tasks.values())}
+        for kind in KINDS
+    }
+    meta = db_files.read_metadata(folder) or {}
+    return {
+        "target_key": spec.key, "database": str(folder), "exists": database is not None,
+        "content_hash": db_files.content_hash(folder) if database is not None else None,
+        "tvm_version": meta.get("tvm_version"), "trials_per_task": meta.get("trials_per_task"),
+        "total_trials": sum(counts.values()), "by_kind": by_kind, "models": coverage,
+        "tasks": sorted(tasks.values(), key=lambda t: -t["flops"] * len(t["models"])),
+    }
+
+
+def format_report(report: list[dict]) -> str:
+    import pandas as pd
+
+    out = []
+    for entry in report:
+        out.append(f"== {entry['target_key']}  ({entry['database']}, {entry['total_trials']} trials, "
+                   f"TVM {entry['tvm_version']}, hash {entry['content_hash']})")
+        kinds = pd.DataFrame(entry["by_kind"]).T
+        out.append(kinds[kinds.tasks > 0].to_string())
+        out.append(pd.DataFrame(entry["models"]).to_string(index=False, float_format=lambda v: f"{v:.0%}"))
+        tasks = pd.DataFrame(entry["tasks"]).drop(columns=["models"])
+        out.append(tasks.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="untuned"))
+        out.append("")
+    return "\n".join(out)
+
+
+

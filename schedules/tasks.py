@@ -1,0 +1,88 @@
+"""Tuning tasks: extraction from a lowered model, and what kind of kernel each one is.
+
+MobileNetV2's time goes to depthwise 3x3 and pointwise 1x1 convolutions, which the user asked to
+see tuned; the kind of every task is read from its TIR (the weight buffer's shape), not its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+
+from targets.registry import TargetSpec
+
+KINDS = ("depthwise", "pointwise", "conv", "dense", "other")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str
+    weight: int  # how many times the model calls it
+    flops: float  # per call
+    mod: tvm.IRModule  # the workload (one PrimFunc named "main")
+
+
+def extract_tasks(lowered: tvm.IRModule, spec: TargetSpec) -> list[Task]:
+    """One task per distinct fused kernel, with how often the model calls it and its FLOPs."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    tasks = []
+    for extracted in ms.relax_integration.extract_tasks(lowered, spec.tvm_target()):
+        mod = extracted.dispatched[0]
+        tasks.append(
+            Task(
+                name=extracted.task_name,
+                kind=classify(mod),
+                weight=int(extracted.weight),
+                flops=float(estimate_tir_flops(mod)),
+                mod=mod,
+            )
+        )
+    return tasks
+
+
+def classify(mod: tvm.IRModule) -> str:
+    """depthwise / pointwise / conv from the weight buffer of a conv2d's anchor block; dense; other."""
+    from tvm.s_tir.analysis import find_anchor_sblock
+
+    anchor = find_anchor_sblock(mod)
+    name = anchor.name_hint if anchor is not None else ""
+    if "conv2d" in name.lower():
+        data, weight = (tuple(int(d) for d in region.source.shape) for region in anchor.reads[:2])
+        if len(weight) == 4:
+            out_channels, in_per_group, kh, kw = weight
+            if in_per_group == 1 and out_channels == data[1] > 1:
+                return "depthwise"
+            if kh == kw == 1:
+                return "pointwise"
+        return "conv"
+    if "matmul" in name or "dense" in name:
+        return "dense"
+    return "other"
+
+
+
+def model_tasks(name: str, spec: TargetSpec, weights=None) -> list[Task]:
+    """The tuning tasks of a registered model (exported, imported and lowered for ``spec``)."""
+    import onnx
+
+    from models.export import export_model
+    from schedules.compile import import_onnx, lower
+
+    return extract_tasks(lower(import_onnx(onnx.load(export_model(name, weights))), spec), spec)
+
+
+def untuned_task_names(lowered: tvm.IRModule, spec: TargetSpec, database) -> tuple[list[str], list[str]]:
+    """Split the module's tasks into those with a measured record in ``database`` and the rest."""
+    tuned, untuned = [], []
+    for task in extract_tasks(lowered, spec):
+        has_record = (
+            database is not None
+            and database.has_workload(task.mod)
+            and bool(database.get_top_k(database.commit_workload(task.mod), 1))
+        )
+        (tuned if has_record else untuned).append(task.name)
+    return tuned, untuned

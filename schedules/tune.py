@@ -1,0 +1,239 @@
+"""MetaSchedule tuning for one target: evolutionary search guided by an XGBoost cost model.
+
+Tasks of all selected models are merged first (the shared backbone is tuned once), ordered by where
+the time goes (calls x FLOPs) and tuned one at a time, each against the target's JSON database. That
+makes a run resumable at any point: every measured trial is appended to the database as it comes,
+and a re-run gives each task only the trials it still lacks.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import tvm
+from tvm_ffi import structural_hash
+from tqdm import tqdm
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+from models.errors import UserError
+from schedules import database as db_files
+from schedules.builder import build_candidate, export_shared_library
+from schedules.tasks import Task
+from targets.registry import TargetSpec
+
+MIN_TRIALS = 8  # below one small batch the search is pure chance; every task gets at least this
+
+
+class TuningMeasuredNothing(RuntimeError):
+    """Every candidate of a batch failed to build or run: the tuning setup is broken, not the task."""
+
+
+@dataclass
+class TuningTask:
+    """One distinct kernel, possibly shared by several models."""
+
+    task: Task
+    models: list[str] = field(default_factory=list)
+    calls: int = 0  # calls per inference, summed over the models
+
+    @property
+    def cost(self) -> float:
+        return self.calls * self.task.flops
+
+
+@dataclass(frozen=True)
+class RPCOptions:
+    tracker: str  # HOST:PORT
+    key: str
+    session_timeout_s: float = 120.0
+    boards: int = 1  # measurements run in parallel on this many boards
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Evolutionary search sizes. Smaller than MetaSchedule's defaults (population 512), which spend
+    about 40 s per 16 candidates on 2 cores, mostly in the search, not the measurement."""
+
+    population_size: int = 128
+    genetic_num_iters: int = 3
+    trials_per_batch: int = 16
+    seed: int = 0
+
+
+def merge_tasks(tasks_by_model: dict[str, list[Task]]) -> list[TuningTask]:
+    """Merge structurally identical kernels across models, most expensive first."""
+    merged: dict[int, TuningTask] = {}
+    for model, tasks in tasks_by_model.items():
+        for task in tasks:
+            key = structural_hash(task.mod)
+            entry = merged.setdefault(key, TuningTask(task))
+            entry.models.append(model)
+            entry.calls += task.weight
+    return sorted(merged.values(), key=lambda t: t.cost, reverse=True)
+
+
+def allocate_trials(tasks: list[TuningTask], trials_per_task: int | None, total: int | None) -> list[int]:
+    """Trials each task should have in the end: uniform, or a total budget shared by cost share."""
+    if total is None:
+        return [trials_per_task or 64 for _ in tasks]
+    all_cost = sum(t.cost for t in tasks) or 1.0
+    shares = [max(MIN_TRIALS, math.ceil(total * t.cost / all_cost)) for t in tasks]
+    return [min(s, trials_per_task) if trials_per_task else s for s in shares]
+
+
+def trials_done(database) -> dict[int, int]:
+    """Trials already in the database per workload (structural hash), failed ones included."""
+    counts: dict[int, int] = {}
+    for record in database.get_all_tuning_records():
+        key = structural_hash(record.workload.mod)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def best_latency_s(database, mod: tvm.IRModule) -> float | None:
+    if not database.has_workload(mod):
+        return None
+    top = database.get_top_k(database.commit_workload(mod), 1)
+    if not top:
+        return None
+    secs = [float(s) for s in top[0].run_secs]
+    return sum(secs) / len(secs)
+
+
+def tune(
+    spec: TargetSpec,
+    tasks: list[TuningTask],
+    models: list[str],
+    trials_per_task: int | None = None,
+    total_trials: int | None = None,
+    root: Path | None = None,
+    rpc: RPCOptions | None = None,
+    search: SearchOptions = SearchOptions(),
+    force: bool = False,
+    log=print,
+) -> dict:
+    """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run."""
+    database = db_files.open_database(spec, root, force=force, create=True)
+    folder = db_files.database_dir(spec, root)
+    db_files.write_metadata(folder, spec, trials_per_task or 0, models)
+    targets_ = allocate_trials(tasks, trials_per_task, total_trials)
+    done = trials_done(database)
+    todo = [(t, goal - done.get(structural_hash(t.task.mod), 0)) for t, goal in zip(tasks, targets_)]
+    todo = [(t, n) for t, n in todo if n > 0]
+    log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
+        f"{sum(n for _, n in todo)} trials to run -> {folder}")
+    bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
+    measured = 0
+    start = time.time()
+    try:
+        for index, (entry, trials) in enumerate(todo, start=1):
+            bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
+            measured += _tune_one(spec, entry.task, trials, database, rpc, search, bar)
+            best = best_latency_s(database, entry.task.mod)
+            log_line = f"[{index}/{len(todo)}] {entry.task.kind:9s} {entry.task.name}: {trials} trials"
+            if best:
+                log_line += f", best {best * 1e3:.4f} ms ({entry.task.flops / best / 1e9:.1f} GFLOP/s)"
+            bar.write(log_line)
+    finally:
+        bar.close()
+        db_files.write_metadata(folder, spec, trials_per_task or 0, models)
+    return {"tasks": len(tasks), "tuned_now": len(todo), "valid_trials": measured,
+            "seconds": time.time() - start, "database": str(folder)}
+
+
+def _tune_one(spec, task: Task, trials: int, database, rpc, search: SearchOptions, bar) -> int:
+    """Run MetaSchedule on one task; returns how many candidates were measured successfully."""
+    from tvm.s_tir import meta_schedule as ms
+
+    progress = _ProgressCallback(bar)
+    context = ms.TuneContext(
+        mod=task.mod,
+        target=spec.tvm_target(),
+        space_generator="post-order-apply",
+        search_strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=search.population_size, genetic_num_iters=search.genetic_num_iters
+        ),
+        task_name=task.name,
+        rand_state=search.seed,
+        num_threads="physical",
+    )
+    with tempfile.TemporaryDirectory(prefix="mnv2bench-tune-") as work_dir:
+        try:
+            ms.tune.tune_tasks(
+                tasks=[context],
+                task_weights=[1.0],
+                work_dir=work_dir,
+                max_trials_global=trials,
+                max_trials_per_task=trials,
+                num_trials_per_iter=min(trials, search.trials_per_batch),
+                builder=_builder(spec),
+                runner=_runner(rpc),
+                database=database,
+                cost_model=ms.cost_model.XGBModel(extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                task_scheduler="round-robin",
+            )
+        except Exception as exc:
+            if progress.failure:
+                raise TuningMeasuredNothing(progress.failure) from None
+            raise
+    if progress.failure:
+        raise TuningMeasuredNothing(progress.failure)
+    return progress.valid
+
+
+def _builder(spec: TargetSpec):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.builder.LocalBuilder(
+        f_build=build_candidate,
+        f_export=partial(export_shared_library, cross_compiler=spec.cross_compiler),
+        timeout_sec=120,
+    )
+
+
+def _runner(rpc: RPCOptions | None):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
+    if rpc is None:
+        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60)
+    from targets.rpc import parse_tracker
+
+    host, port = parse_tracker(rpc.tracker)
+    config = ms.runner.RPCConfig(
+        tracker_host=host, tracker_port=port, tracker_key=rpc.key, session_timeout_sec=rpc.session_timeout_s
+    )
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=rpc.boards)
+
+
+@derived_object
+class _ProgressCallback(PyMeasureCallback):
+    """Advances the progress bar and fails loudly when a whole batch measures nothing."""
+
+    def __init__(self, bar) -> None:
+        super().__init__()
+        self.bar = bar
+        self.valid = 0
+        self.failure: str | None = None
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        ok = sum(1 for r in runner_results if r.error_msg is None and r.run_secs)
+        self.valid += ok
+        self.bar.update(len(runner_results))
+        if ok == 0 and runner_results:
+            errors = [b.error_msg for b in builder_results if b.error_msg] or [
+                r.error_msg for r in runner_results if r.error_msg
+            ]
+            last_line = (errors[0] or "").strip().splitlines()[-1:] if errors else []
+            self.failure = (
+                f"tuning measured nothing: all {len(runner_results)} candidates of a batch failed "
+                f"({len(errors)} errors; first: {last_line[0] if last_line else 'unknown'})"
+            )
+            raise TuningMeasuredNothing(self.failure)

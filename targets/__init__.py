@@ -1,0 +1,1 @@
+"""Hardware: the target registry (triples, presets, TVM targets, cross compilers) and remote boards."""
