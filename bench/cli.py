@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["headline"], help="names or groups (default: headline)")
     p.add_argument("--trials-per-task", type=int, default=None, help="trials each task should reach")
     p.add_argument("--trials", type=int, default=None, help="total budget, shared by each task's share of FLOPs")
+    p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
     p.add_argument("--population", type=int, default=128, help="evolutionary search population")
     _rpc_options(p)
     _schedule_options(p)
@@ -173,12 +174,14 @@ def cmd_tune(args) -> int:
 
     if args.trials_per_task is None and args.trials is None:
         raise UserError("give a budget: --trials-per-task N and/or --trials N")
+    if any(n is not None and n < 1 for n in (args.trials_per_task, args.trials, args.max_tasks)):
+        raise UserError("--trials, --trials-per-task and --max-tasks must be positive")
     if (args.rpc_tracker is None) != (args.rpc_key is None):
         raise UserError("--rpc-tracker and --rpc-key go together")
     spec = _spec(args)
     names = resolve_names(args.models)
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
-    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
+    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})[: args.max_tasks]
     rpc = RPCOptions(args.rpc_tracker, args.rpc_key, boards=args.rpc_boards) if args.rpc_tracker else None
     try:
         summary = tune(

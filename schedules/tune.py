@@ -117,6 +117,7 @@ def tune(
     search: SearchOptions = SearchOptions(),
     force: bool = False,
     log=print,
+    builder=None,
 ) -> dict:
     """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run."""
     database = db_files.open_database(spec, root, force=force, create=True)
@@ -134,7 +135,8 @@ def tune(
     try:
         for index, (entry, trials) in enumerate(todo, start=1):
             bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
-            measured += _tune_one(spec, entry.task, trials, database, rpc, search, bar)
+            measured += _tune_one(spec, entry.task, trials, database, builder or _builder(spec), _runner(rpc),
+                                  search, bar)
             best = best_latency_s(database, entry.task.mod)
             log_line = f"[{index}/{len(todo)}] {entry.task.kind:9s} {entry.task.name}: {trials} trials"
             if best:
@@ -147,7 +149,7 @@ def tune(
             "seconds": time.time() - start, "database": str(folder)}
 
 
-def _tune_one(spec, task: Task, trials: int, database, rpc, search: SearchOptions, bar) -> int:
+def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: SearchOptions, bar) -> int:
     """Run MetaSchedule on one task; returns how many candidates were measured successfully."""
     from tvm.s_tir import meta_schedule as ms
 
@@ -172,8 +174,8 @@ def _tune_one(spec, task: Task, trials: int, database, rpc, search: SearchOption
                 max_trials_global=trials,
                 max_trials_per_task=trials,
                 num_trials_per_iter=min(trials, search.trials_per_batch),
-                builder=_builder(spec),
-                runner=_runner(rpc),
+                builder=builder,
+                runner=runner,
                 database=database,
                 cost_model=ms.cost_model.XGBModel(extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True),
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],

@@ -1,0 +1,86 @@
+"""Performance goal: tuned TVM against ONNX Runtime, same machine, same run, same threads.
+
+    python bench/perf_vs_ort.py [--models headline] [--threads N] [--repeat 15]
+
+For each model, the median latency of the tuned TVM library (TVM's own ``time_evaluator``) and of
+ONNX Runtime (default optimisations, a warm loop), measured in alternating blocks so that drift on a
+noisy machine hits both alike. Prints TVM/ORT per model; the last line is ``worst TVM/ORT ratio: X.XX``.
+The bar is 1.0 (TVM at least as fast as ONNX Runtime); run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="headline")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeat", type=int, default=15, help="alternating measurement blocks per runtime")
+    parser.add_argument("--min-block-s", type=float, default=0.2, help="minimum seconds per block")
+    parser.add_argument("--untuned", action="store_true", help="measure TVM without the schedules (baseline)")
+    args = parser.parse_args(argv)
+
+    from bench.runtimes import pin_threads
+
+    pin_threads(args.threads)  # before TVM's thread pool exists
+
+    from bench.build import compile_to_library
+    from bench.harness import library_path
+    from bench.runtimes import OnnxRuntime, TvmRuntime
+    from models.errors import UserError
+    from models.export import sample_input
+    from models.registry import get_spec, resolve_names
+    from targets.registry import resolve_target
+
+    try:
+        spec = resolve_target("host")
+        names = resolve_names(args.models.split(","))
+    except UserError as exc:
+        print(f"perf_vs_ort: error: {exc}", file=sys.stderr)
+        return 2
+    ratios = {}
+    for name in names:
+        built = compile_to_library(name, spec, library_path(name, spec, args.untuned, None, None), untuned=args.untuned)
+        tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
+        ort_rt = OnnxRuntime(built.onnx_path, args.threads)
+        x = sample_input(get_spec(name).input_shape)
+        tvm_ms, ort_ms = measure_alternating(tvm_rt, ort_rt, x, args.repeat, args.min_block_s)
+        ratios[name] = tvm_ms / ort_ms
+        tuned = f"{len(built.tuned)}/{len(built.tuned) + len(built.untuned)} tasks tuned, {built.schedules}"
+        print(f"{name:32s} TVM {tvm_ms:8.2f} ms  ORT {ort_ms:8.2f} ms  TVM/ORT {ratios[name]:5.2f}  ({tuned})",
+              flush=True)
+    print(f"threads: {args.threads}; TVM: time_evaluator median; ORT: warm-loop median")
+    print(f"worst TVM/ORT ratio: {max(ratios.values()):.2f}")
+    return 0
+
+
+def measure_alternating(tvm_rt, ort_rt, x, repeat: int, min_block_s: float) -> tuple[float, float]:
+    """Median per-inference ms of each runtime, from ``repeat`` alternating blocks after warm-up."""
+    ort_rt.run(x), tvm_rt.run(x)
+    number = max(1, int(min_block_s / max(_one_run_s(tvm_rt, x), 1e-4)))
+    ort_number = max(1, int(min_block_s / max(_one_run_s(ort_rt, x), 1e-4)))
+    tvm_blocks, ort_blocks = [], []
+    for _ in range(repeat):
+        tvm_blocks += tvm_rt.time_evaluator(x, number=number, repeat=1)
+        start = time.perf_counter()
+        for _ in range(ort_number):
+            ort_rt.run(x)
+        ort_blocks.append((time.perf_counter() - start) / ort_number)
+    return statistics.median(tvm_blocks) * 1e3, statistics.median(ort_blocks) * 1e3
+
+
+def _one_run_s(runtime, x) -> float:
+    start = time.perf_counter()
+    for _ in range(3):
+        runtime.run(x)
+    return (time.perf_counter() - start) / 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Tuning: a real MetaSchedule run on a tiny budget, resume, interruption, and database safety."""
+
+from __future__ import annotations
+
+import json
+import operator
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from functools import partial
+
+import pytest
+
+from models.errors import UserError
+from schedules import database as db_files
+from schedules.tasks import model_tasks
+from schedules.tune import SearchOptions, TuningMeasuredNothing, merge_tasks, tune
+from targets.registry import resolve_target
+
+TINY = "mobilenet_v2_0.35_96"
+TUNE = ("tune", "--models", TINY, "--max-tasks", "2", "--trials-per-task", "8", "--population", "32")
+
+
+@pytest.fixture(scope="module")
+def host():
+    return resolve_target("host")
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, host):
+    """One real tuning run: the two most expensive tasks of the tiny model, 8 trials each."""
+    root = tmp_path_factory.mktemp("schedules")
+    result = subprocess.run([sys.executable, "-m", "bench", *TUNE, "--schedules", str(root)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def records(root, spec) -> list[dict]:
+    path = db_files.database_dir(spec, root) / db_files.RECORD_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_task_classification(host) -> None:
+    tasks = model_tasks("mobilenet_v2_1.0_224", host)
+    kinds = Counter(t.kind for t in tasks)
+    assert kinds["depthwise"] >= 9 and kinds["pointwise"] >= 17  # the network's dw / pw layers
+    assert kinds["conv"] == 1  # the 3x3 stem
+    assert kinds["dense"] == 1  # the classifier
+    merged = merge_tasks({"a": tasks, "b": tasks})
+    assert len(merged) == len(tasks) and all(t.models == ["a", "b"] for t in merged)
+    assert [t.cost for t in merged] == sorted((t.cost for t in merged), reverse=True)
+
+
+@pytest.mark.slow
+def test_tuning_measures_and_records(tuned, host) -> None:
+    root, result = tuned
+    recs = records(root, host)
+    valid = [r for r in recs if r[1][1] and all(s < 1e9 for s in r[1][1])]  # [workload, [trace, run_secs, ...]]
+    assert len(recs) == 16 and len(valid) >= 8, recs[:1]
+    meta = db_files.read_metadata(db_files.database_dir(host, root))
+    assert meta["target"]["mcpu"] == host.mcpu and meta["tvm_version"] and meta["runs"][0]["trials_per_task"] == 8
+    assert '"valid_trials"' in result.stdout
+
+
+@pytest.mark.slow
+def test_resume_runs_nothing_new(tuned, cli, host) -> None:
+    root, _ = tuned
+    before = len(records(root, host))
+    again = cli(*TUNE, "--schedules", str(root))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 already tuned; 0 trials to run" in again.stdout
+    assert len(records(root, host)) == before
+
+
+@pytest.mark.slow
+def test_schedules_report_and_compile_apply_the_database(tuned, cli, host, tmp_path) -> None:
+    root, _ = tuned
+    report = cli("schedules", host.key, "--models", TINY, "--schedules", str(root), "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    (entry,) = json.loads(report.stdout)
+    (model,) = entry["models"]
+    assert model["model"] == TINY and 0.0 < model["coverage"] < 1.0 and model["tuned"] == 2
+    assert entry["by_kind"]["pointwise"]["tuned"] + entry["by_kind"]["conv"]["tuned"] >= 1
+    tuned_tasks = [t for t in entry["tasks"] if t["best_ms"] is not None]
+    assert len(tuned_tasks) == 2 and all(t["trials"] == 8 for t in tuned_tasks)
+    built = cli("compile", TINY, "-o", str(tmp_path / "lib.so"), "--schedules", str(root))
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert f"schedules: {host.key}@" in built.stdout and "2/" in built.stdout and "tasks tuned" in built.stdout
+    assert "ran untuned (default schedules):" in built.stdout and "parity with ONNX Runtime: ok" in built.stdout
+
+
+@pytest.mark.slow
+def test_foreign_database_is_refused_unless_forced(tuned, cli, host, tmp_path) -> None:
+    root, _ = tuned
+    foreign = tmp_path / "foreign"
+    shutil.copytree(db_files.database_dir(host, root), foreign / host.key)
+    meta_path = foreign / host.key / db_files.METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["target"]["mcpu"] = "cortex-a72"
+    meta_path.write_text(json.dumps(meta))
+    refused = cli("compile", TINY, "-o", str(tmp_path / "a.so"), "--schedules", str(foreign))
+    assert refused.returncode == 2 and "tuned for" in refused.stderr and "--force-schedules" in refused.stderr
+    forced = cli("compile", TINY, "-o", str(tmp_path / "b.so"), "--schedules", str(foreign), "--force-schedules")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_corrupt_database_names_the_file(tuned, cli, host, tmp_path) -> None:
+    root, _ = tuned
+    broken = tmp_path / "broken"
+    shutil.copytree(db_files.database_dir(host, root), broken / host.key)
+    path = broken / host.key / db_files.RECORD_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    result = cli("compile", TINY, "-o", str(tmp_path / "c.so"), "--schedules", str(broken))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(path) in result.stderr and "line 2" in result.stderr
+
+
+def test_torn_last_line_is_dropped_and_the_rest_kept(tmp_path) -> None:
+    path = tmp_path / db_files.RECORD_FILE
+    path.write_text('[0, [["a"], [1e-3]]]\n[0, [["b"], [2e-3]]]\n[0, [["c"], [3e')  # killed mid-write
+    assert db_files.repair_and_validate(path) == 2
+    assert path.read_text() == '[0, [["a"], [1e-3]]]\n[0, [["b"], [2e-3]]]\n'
+    path.write_text('[0]\nnot json\n[1]\n')
+    with pytest.raises(UserError, match=f"{path}, line 2"):
+        db_files.repair_and_validate(path)
+
+
+@pytest.mark.slow
+def test_interrupted_run_leaves_a_valid_database_and_resumes(cli, host, tmp_path) -> None:
+    root = tmp_path / "schedules"
+    args = [sys.executable, "-m", "bench", "tune", "--models", TINY, "--max-tasks", "3", "--trials-per-task", "16",
+            "--population", "32", "--schedules", str(root)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    record_file = db_files.database_dir(host, root) / db_files.RECORD_FILE
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if record_file.exists() and record_file.read_text().count("\n") >= 16:  # first task done
+            break
+        time.sleep(1)
+    import os
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = db_files.repair_and_validate(record_file)
+    assert kept >= 16
+    database = db_files.open_database(host, root)  # loads: nothing half-written remains
+    assert len(database.get_all_tuning_records()) == kept
+    resumed = cli("tune", "--models", TINY, "--max-tasks", "1", "--trials-per-task", "16", "--schedules", str(root))
+    assert resumed.returncode == 0 and "1 already tuned; 0 trials to run" in resumed.stdout, resumed.stdout
+
+
+@pytest.mark.slow
+def test_tuning_that_measures_nothing_fails_loudly(host, tmp_path) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = merge_tasks({TINY: model_tasks(TINY, host)})[:1]
+    broken = ms.builder.LocalBuilder(f_build=partial(operator.truediv, 1, 0), max_workers=1)  # every build fails
+    with pytest.raises(TuningMeasuredNothing, match="tuning measured nothing: all 8 candidates"):
+        tune(host, tasks, [TINY], trials_per_task=8, root=tmp_path, builder=broken,
+             search=SearchOptions(population_size=32), log=lambda *_: None)
