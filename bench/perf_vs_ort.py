@@ -11,10 +11,12 @@ The bar is 1.0 (TVM at least as fast as ONNX Runtime); run it on a quiet machine
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="alternating measurement blocks per runtime")
     parser.add_argument("--min-block-s", type=float, default=0.2, help="minimum seconds per block")
     parser.add_argument("--untuned", action="store_true", help="measure TVM without the schedules (baseline)")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="append the measurements to this CSV (the tuning curve: latency vs trials spent)")
     args = parser.parse_args(argv)
 
     from bench.runtimes import pin_threads
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"perf_vs_ort: error: {exc}", file=sys.stderr)
         return 2
-    ratios = {}
+    ratios, rows = {}, []
     for name in names:
         built = compile_to_library(name, spec, library_path(name, spec, args.untuned, None, None), untuned=args.untuned)
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
@@ -55,9 +59,35 @@ def main(argv: list[str] | None = None) -> int:
         tuned = f"{len(built.tuned)}/{len(built.tuned) + len(built.untuned)} tasks tuned, {built.schedules}"
         print(f"{name:32s} TVM {tvm_ms:8.2f} ms  ORT {ort_ms:8.2f} ms  TVM/ORT {ratios[name]:5.2f}  ({tuned})",
               flush=True)
+        rows.append({"model": name, "tvm_ms": round(tvm_ms, 3), "ort_ms": round(ort_ms, 3),
+                     "ratio": round(ratios[name], 3), "schedules": built.schedules,
+                     "tasks_tuned": len(built.tuned), "tasks": len(built.tuned) + len(built.untuned)})
     print(f"threads: {args.threads}; TVM: time_evaluator median; ORT: warm-loop median")
+    if args.record:
+        record(args.record, rows, spec, args.threads)
     print(f"worst TVM/ORT ratio: {max(ratios.values()):.2f}")
     return 0
+
+
+def record(path: Path, rows: list[dict], spec, threads: int) -> None:
+    """Append to the tuning-curve CSV, with the trials the database held when it was measured."""
+    import onnxruntime
+    import pandas as pd
+    import tvm
+
+    from bench.harness import hardware_name
+    from schedules import database as db_files
+    from schedules.tune import trials_done
+
+    database = db_files.open_database(spec)
+    trials = sum(trials_done(database).values()) if database is not None else 0
+    meta = db_files.read_metadata(db_files.database_dir(spec)) or {}
+    frame = pd.DataFrame(rows).assign(
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), hardware=hardware_name(spec),
+        threads=threads, database_trials=trials, tuning_runs=" | ".join(r["command"] for r in meta.get("runs", [])),
+        tvm=tvm.__version__, onnxruntime=onnxruntime.__version__,
+    )
+    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
 
 
 def measure_alternating(tvm_rt, ort_rt, x, repeat: int, min_block_s: float) -> tuple[float, float]:

@@ -140,7 +140,7 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models: list[str]) -> None:
+def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models: list[str], new_run: bool = True) -> None:
     """Record what the database was tuned with; written atomically, updated on every run."""
     import tvm
 
@@ -156,7 +156,7 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
         "models": sorted(set(previous.get("models", [])) | set(models)),
         "machine": {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
         "updated": now,
-        "runs": previous.get("runs", []) + [run],
+        "runs": previous.get("runs", []) + ([run] if new_run else []),
     }
     tmp = folder / f".{METADATA_FILE}.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")

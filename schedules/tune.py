@@ -144,7 +144,7 @@ def tune(
             bar.write(log_line)
     finally:
         bar.close()
-        db_files.write_metadata(folder, spec, trials_per_task or 0, models)
+        db_files.write_metadata(folder, spec, trials_per_task or 0, models, new_run=False)
     return {"tasks": len(tasks), "tuned_now": len(todo), "valid_trials": measured,
             "seconds": time.time() - start, "database": str(folder)}
 

@@ -1,0 +1,25 @@
+# The two commands of the README. Both create the virtual environment on first use.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: bench test board
+
+# The main job: benchmark the headline models (TVM with the shipped schedules, ONNX Runtime) on this
+# machine, merge the results into results/<hardware>.json and print the comparison table.
+bench: $(STAMP)
+	$(VENV)/bin/mnv2bench run
+
+# The test suite (the slow end-to-end tests included; skip them locally with PYTEST_ARGS="-m 'not slow'").
+test: $(STAMP) board
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The emulated aarch64 board (QEMU userland + TVM RPC server) that the cross-hardware tests use.
+board:
+	targets/emulated/build_aarch64_board.sh
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e .
+	touch $@
