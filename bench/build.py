@@ -65,6 +65,7 @@ def compile_to_library(
     force: bool = False,
     check: bool = True,
     untuned: bool = False,
+    rpc: tuple[str, str] | None = None,
 ) -> BuildResult:
     """Compile with the target's database (unless ``untuned``), export, and check the library."""
     onnx_path, proto = resolve_onnx(model, weights)
@@ -73,23 +74,36 @@ def compile_to_library(
     library = export(compiled.executable, output, spec)
     result = BuildResult(library, onnx_path, spec, schedules_label(spec, database, schedules),
                          compiled.tuned, compiled.untuned)
-    if check and spec.is_native:
-        result.parity = check_library(library, onnx_path, proto)
+    if check and rpc is not None:
+        from bench.runtimes import RemoteTvmRuntime
+        from targets.rpc import request_session
+
+        tracker, key = rpc
+        board = RemoteTvmRuntime(library, request_session(tracker, key), "tvm", 0, "", "", key, emulated=False)
+        result.parity = check_library(board, onnx_path, proto) + f" (on board {key!r})"
+    elif check and (spec.is_native or spec.is_gpu and _has_gpu()):
+        from bench.runtimes import TvmRuntime
+
+        result.parity = check_library(TvmRuntime(library, "tvm", 0, "", "", gpu=spec.is_gpu), onnx_path, proto)
     elif check:
-        result.parity = "not checked here: the library is for another machine (run it with the benchmark)"
+        result.parity = "not checked: the library is for another machine (give --rpc-tracker/--rpc-key to run it there)"
     return result
 
 
-def check_library(library: Path, onnx_path: Path, proto: onnx.ModelProto) -> str:
-    """Run the library in the local VM and compare with ONNX Runtime on the seeded input."""
-    from bench.runtimes import TvmRuntime
+def _has_gpu() -> bool:
+    from targets.registry import detect_gpu_arch
 
+    return detect_gpu_arch() is not None
+
+
+def check_library(runtime, onnx_path: Path, proto: onnx.ModelProto) -> str:
+    """Run the library (local, GPU or board) and compare with ONNX Runtime here on the seeded input."""
     shape = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
     x = sample_input(shape)
-    actual = TvmRuntime(library, "tvm", 0, "", "").run(x)
+    actual = runtime.run(x)
     expected = onnxruntime_outputs(onnx_path, x)
     try:
-        assert_close(actual, expected, f"TVM library {library.name} vs ONNX Runtime")
+        assert_close(actual, expected, "TVM library vs ONNX Runtime")
     except AssertionError as exc:
         raise UserError(str(exc)) from None
     err = max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _weights_option(p)
     _schedule_options(p)
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    _rpc_options(p, boards=False)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("tune", help="tune the models' kernels with MetaSchedule for a target")
@@ -101,6 +102,7 @@ def _target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="host", help="preset or triple (default: this host); see `mnv2bench targets`")
     p.add_argument("--mcpu", default=None, help="CPU model for LLVM, e.g. cortex-a72")
     p.add_argument("--arch", default=None, help="GPU architecture, e.g. sm_90")
+    p.add_argument("--num-cores", type=int, default=None, help="cores the generated code may use")
 
 
 def _schedule_options(p: argparse.ArgumentParser) -> None:
@@ -108,16 +110,33 @@ def _schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force-schedules", action="store_true", help="use a database tuned for another target")
 
 
-def _rpc_options(p: argparse.ArgumentParser) -> None:
+def _rpc_options(p: argparse.ArgumentParser, boards: bool = True) -> None:
     p.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker of remote boards")
-    p.add_argument("--rpc-key", default=None, help="the key the boards registered under")
-    p.add_argument("--rpc-boards", type=int, default=1, help="measure on this many boards in parallel")
+    p.add_argument("--rpc-key", default=None, help="the key the boards registered under (default: the preset's)")
+    if boards:
+        p.add_argument("--rpc-boards", type=int, default=None,
+                       help="measure on this many boards in parallel (default: all free under the key)")
+
+
+def _rpc(args, spec) -> tuple[str, str] | None:
+    """(tracker, key) from --rpc-tracker / --rpc-key, checked; None without a tracker."""
+    if args.rpc_tracker is None:
+        if args.rpc_key is not None:
+            raise UserError("--rpc-key needs --rpc-tracker HOST:PORT")
+        return None
+    from targets.rpc import parse_tracker
+
+    parse_tracker(args.rpc_tracker)
+    key = args.rpc_key or spec.rpc_key
+    if not key:
+        raise UserError(f"give --rpc-key: the target {spec.name!r} has no default key")
+    return args.rpc_tracker, key
 
 
 def _spec(args):
     from targets.registry import resolve_target
 
-    return resolve_target(args.target, mcpu=args.mcpu, arch=args.arch)
+    return resolve_target(args.target, mcpu=args.mcpu, arch=args.arch, num_cores=getattr(args, "num_cores", None))
 
 
 def _quiet_third_party_logs() -> None:
@@ -159,9 +178,10 @@ def cmd_export(args) -> int:
 def cmd_compile(args) -> int:
     from bench.build import compile_to_library
 
+    spec = _spec(args)
     report = compile_to_library(
-        args.model, _spec(args), args.output, weights=args.weights, schedules=args.schedules,
-        force=args.force_schedules, check=not args.no_check,
+        args.model, spec, args.output, weights=args.weights, schedules=args.schedules,
+        force=args.force_schedules, check=not args.no_check, rpc=_rpc(args, spec),
     )
     print(report)
     return 0
@@ -176,13 +196,17 @@ def cmd_tune(args) -> int:
         raise UserError("give a budget: --trials-per-task N and/or --trials N")
     if any(n is not None and n < 1 for n in (args.trials_per_task, args.trials, args.max_tasks)):
         raise UserError("--trials, --trials-per-task and --max-tasks must be positive")
-    if (args.rpc_tracker is None) != (args.rpc_key is None):
-        raise UserError("--rpc-tracker and --rpc-key go together")
     spec = _spec(args)
+    rpc = _rpc(args, spec)
     names = resolve_names(args.models)
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
     tasks = merge_tasks({name: model_tasks(name, spec) for name in names})[: args.max_tasks]
-    rpc = RPCOptions(args.rpc_tracker, args.rpc_key, boards=args.rpc_boards) if args.rpc_tracker else None
+    if rpc is not None:
+        from targets.rpc import free_boards
+
+        boards = args.rpc_boards or max(free_boards(*rpc), 1)
+        rpc = RPCOptions(*rpc, boards=boards)
+        print(f"measuring on {boards} board(s) under key {rpc.key!r} at {rpc.tracker}", flush=True)
     try:
         summary = tune(
             spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,

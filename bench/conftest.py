@@ -30,7 +30,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--schedules", default=None, help="schedules folder (default: the project's)")
     group.addoption("--force-schedules", action="store_true", help="use a database tuned for another target")
     group.addoption("--rpc-tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker of remote boards")
-    group.addoption("--rpc-key", default=None, help="key the remote boards registered under")
+    group.addoption("--rpc-key", default=None, help="key the remote boards registered under (default: the preset's)")
+    group.addoption("--emulated-board", action="store_true",
+                    help="the RPC board is emulated (QEMU): results are labelled emulated and never published")
 
 
 def _options(config: pytest.Config) -> Options:
@@ -51,6 +53,17 @@ def _options(config: pytest.Config) -> Options:
         models = resolve_names([m.strip() for m in config.getoption("models").split(",") if m.strip()])
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("rpc_tracker"):
+        try:
+            from targets.rpc import parse_tracker
+
+            parse_tracker(config.getoption("rpc_tracker"))
+        except UserError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        host_only = [r for r in runtimes if r in ("onnxruntime", "torch")]
+        if host_only:
+            raise pytest.UsageError(f"with --rpc-tracker only TVM runs on the board; drop {', '.join(host_only)} "
+                                    "from --runtimes")
     weights = config.getoption("weights")
     schedules = config.getoption("schedules")
     return Options(
@@ -58,6 +71,8 @@ def _options(config: pytest.Config) -> Options:
         weights=Path(weights) if weights else None, schedules=Path(schedules) if schedules else None,
         force_schedules=config.getoption("force_schedules"),
         rpc_tracker=config.getoption("rpc_tracker"), rpc_key=config.getoption("rpc_key"),
+        emulated=config.getoption("emulated_board"),
+        device_rounds=config.getoption("benchmark_min_rounds", 5),
     )
 
 
@@ -82,8 +97,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     from targets.registry import cpu_model
 
     options: Options = config._mnv2bench_options
+    remote = options.rpc_tracker is not None
     machine_info.update(
-        hardware=hardware_name(options.target),
+        hardware=hardware_name(options.target, remote=remote, emulated=options.emulated),
+        host_of_rpc_client=remote,
         cpu_model=cpu_model(),
         cores=os.cpu_count(),
         gpu=gpu_name(),

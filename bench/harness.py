@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from models.complexity import count_madds, count_params
+from models.errors import UserError
 from models.export import assert_close, cache_dir, export_model, sample_input, torch_outputs
 from models.registry import create_model, get_spec
 from targets.registry import TargetSpec
@@ -37,7 +38,9 @@ class Options:
     schedules: Path | None = None  # schedules root (default: the project's)
     force_schedules: bool = False
     rpc_tracker: str | None = None
-    rpc_key: str | None = None
+    rpc_key: str | None = None  # default: the target preset's key
+    emulated: bool = False  # the board is emulated (tests): results are labelled and never published
+    device_rounds: int = 5  # rounds for device-timed cases (GPU, boards): --benchmark-min-rounds
 
 
 @dataclass
@@ -54,6 +57,9 @@ class Case:
     def run(self) -> list[np.ndarray]:
         return self.runtime.run(self.x)
 
+    def device_run(self) -> None:
+        self.runtime.device_run(self.x)
+
 
 class Harness:
     """Builds cases on demand and keeps what several cases share (models, references, exports)."""
@@ -64,7 +70,15 @@ class Harness:
 
     @cached_property
     def hardware(self) -> str:
-        return hardware_name(self.options.target)
+        return hardware_name(self.options.target, remote=self.remote, emulated=self.options.emulated)
+
+    @property
+    def remote(self) -> bool:
+        return self.options.rpc_tracker is not None
+
+    @property
+    def rpc_key(self) -> str:
+        return self.options.rpc_key or self.options.target.rpc_key or self.options.target.name
 
     def reference(self, model: str) -> list[np.ndarray]:
         if model not in self._references:
@@ -90,6 +104,8 @@ class Harness:
         from bench import runtimes
 
         threads = self.options.threads
+        if self.remote and runtime in ("onnxruntime", "torch"):
+            raise UserError(f"{runtime} runs on this host, not on the board: benchmark it on the board itself")
         if runtime == "onnxruntime":
             return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads)
         if runtime == "torch":
@@ -103,6 +119,8 @@ class Harness:
         from bench.runtimes import TvmRuntime
 
         spec = self.options.target
+        if not (spec.is_native or spec.is_gpu or self.remote):
+            raise UserError(f"a library for {spec.key} does not run here: give --rpc-tracker and --rpc-key")
         untuned = runtime == "tvm-untuned"
         library = library_path(model, spec, untuned, self.options.weights, self.options.schedules)
         built = compile_to_library(
@@ -110,7 +128,16 @@ class Harness:
             force=self.options.force_schedules, check=False, untuned=untuned,
         )
         target = str(spec.tvm_config())
-        adapter = TvmRuntime(built.library, runtime, self.options.threads, target, built.schedules)
+        if self.remote:
+            from bench.runtimes import RemoteTvmRuntime
+            from targets.rpc import request_session
+
+            session = request_session(self.options.rpc_tracker, self.rpc_key)
+            adapter = RemoteTvmRuntime(built.library, session, runtime, self.options.threads, target,
+                                       built.schedules, self.rpc_key, self.options.emulated)
+        else:
+            adapter = TvmRuntime(built.library, runtime, self.options.threads, target, built.schedules,
+                                 gpu=spec.is_gpu)
         adapter.notes.append(f"{len(built.tuned)}/{len(built.tuned) + len(built.untuned)} tasks tuned")
         return adapter
 
@@ -134,12 +161,12 @@ class Harness:
             "schedules": adapter.schedules,
             "threads": adapter.threads,
             "device": adapter.device,
-            "emulated": False,
+            "emulated": adapter.emulated,
             "hardware": self.hardware,
             "weights": str(self.options.weights) if self.options.weights else "random (seed 0)",
             "max_abs_error_vs_torch": error,
             "warmup_runs": warmup_runs,
-            "latency_source": "pytest-benchmark",
+            "latency_source": "time_evaluator" if adapter.device_timed else "pytest-benchmark",
             "notes": "; ".join(adapter.notes),
         }
 
@@ -167,10 +194,13 @@ def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | No
     return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}-tvm{tvm.__version__}.so"
 
 
-def hardware_name(spec: TargetSpec) -> str:
-    """The machine's name in results/: ``x86_64-znver4-2c``, ``nvidia-h100``."""
+def hardware_name(spec: TargetSpec, remote: bool = False, emulated: bool = False) -> str:
+    """The machine's name in results/: ``x86_64-znver4-2c``, ``aarch64-cortex-a72-4c``, ``nvidia-h100``."""
     if spec.is_gpu:
         return gpu_name() or f"cuda-{spec.arch}"
+    if remote:
+        name = f"{spec.triple.split('-')[0]}-{spec.mcpu}" + (f"-{spec.num_cores}c" if spec.num_cores else "")
+        return f"{name}-emulated" if emulated else name
     return f"{platform.machine()}-{spec.mcpu}-{os.cpu_count()}c"
 
 

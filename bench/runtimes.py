@@ -24,8 +24,14 @@ class Runtime:
     threads: int
     tvm_target: str | None = None
     schedules: str | None = None  # "<target key>@<content hash>", "untuned", or None for non-TVM runtimes
-    device: str = "host"
+    device: str = "host"  # host, cuda:0, rpc:<key>
     notes: list[str] = field(default_factory=list)
+    emulated: bool = False  # a board under QEMU: proves the build runs, never published as a latency
+
+    @property
+    def device_timed(self) -> bool:
+        """Timed by the device's own clock (GPU, board) rather than by pytest-benchmark's."""
+        return self.device != "host"
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
@@ -63,29 +69,77 @@ class TorchRuntime(Runtime):
 
 
 class TvmRuntime(Runtime):
-    """A compiled library in the local Relax VM. Threads come from TVM_NUM_THREADS (see ``pin_threads``)."""
+    """A compiled library in a Relax VM: on this CPU, on a local GPU, or (subclass) on a board.
 
-    def __init__(self, library: Path, name: str, threads: int, tvm_target: str, schedules: str) -> None:
+    CPU threads come from TVM_NUM_THREADS (see ``pin_threads``). ``device_run`` times one inference
+    with TVM's own ``time_evaluator`` (device-synchronised, no Python or RPC in the figure) and
+    advances ``device_clock``, a timer pytest-benchmark can use for GPUs and boards.
+    """
+
+    def __init__(self, library: Path, name: str, threads: int, tvm_target: str, schedules: str,
+                 gpu: bool = False) -> None:
         import tvm
+
+        super().__init__(name, tvm.__version__, threads, tvm_target, schedules, "cuda:0" if gpu else "host")
+        self._dev = tvm.cuda(0) if gpu else tvm.cpu()
+        self._load(tvm.runtime.load_module(str(library)))
+
+    def _load(self, module) -> None:
         from tvm import relax
 
-        super().__init__(name, tvm.__version__, threads, tvm_target, schedules)
-        self.device = "host"
-        self._dev = tvm.cpu()
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self._dev)
+        self.vm = relax.VirtualMachine(module, self._dev)
         self._main = self.vm["main"]
+        self._input_tensor = None
+        self.device_seconds = 0.0
+
+    def _input(self, x: np.ndarray):
+        import tvm
+
+        if self._input_tensor is None or tuple(self._input_tensor.shape) != x.shape:
+            self._input_tensor = tvm.runtime.tensor(x, self._dev)
+        else:
+            self._input_tensor.copyfrom(x)
+        return self._input_tensor
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        import tvm
-
-        return vm_outputs(self._main(tvm.runtime.tensor(x, self._dev)))
+        return vm_outputs(self._main(self._input(x)))
 
     def time_evaluator(self, x: np.ndarray, number: int, repeat: int) -> list[float]:
-        """Per-run seconds measured by TVM itself (no Python in the loop)."""
+        """Per-run seconds measured by TVM itself."""
+        timer = self.vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
+        return list(timer(self._input(x)).results)
+
+    def device_run(self, x: np.ndarray) -> None:
+        self.device_seconds += self.time_evaluator(x, number=1, repeat=1)[0]
+
+    def device_clock(self) -> float:
+        """Only moves while the device computes: pytest-benchmark's timer for device-timed cases."""
+        return self.device_seconds
+
+
+class RemoteTvmRuntime(TvmRuntime):
+    """A library on a board behind a TVM RPC tracker: uploaded, loaded and run in the board's VM."""
+
+    def __init__(self, library: Path, session, name: str, threads: int, tvm_target: str, schedules: str,
+                 board: str, emulated: bool) -> None:
         import tvm
 
-        timer = self.vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
-        return list(timer(tvm.runtime.tensor(x, self._dev)).results)
+        from targets.rpc import upload_and_load
+
+        Runtime.__init__(self, name, tvm.__version__, threads, tvm_target, schedules, f"rpc:{board}",
+                         emulated=emulated)
+        self.session = session
+        self._array_size = session.get_function("ffi.ArraySize")
+        self._array_item = session.get_function("ffi.ArrayGetItem")
+        self._dev = session.cpu()
+        self._load(upload_and_load(session, library))
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self._main(self._input(x))
+        if hasattr(out, "numpy"):
+            return [out.numpy()]
+        # A tuple of outputs stays on the board as a remote object: fetch it item by item.
+        return [self._array_item(out, i).numpy() for i in range(self._array_size(out))]
 
 
 def vm_outputs(out) -> list[np.ndarray]:
@@ -99,3 +153,4 @@ def pin_threads(threads: int) -> None:
     """Give every runtime the same thread count. TVM reads TVM_NUM_THREADS when its pool starts."""
     os.environ["TVM_NUM_THREADS"] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+

@@ -31,3 +31,20 @@ def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
     else:
         rt_mod.export_library(path)
     return path
+
+
+def alloc_arguments_from_host(session, device, args_info, alloc_repeat: int):
+    """Candidate inputs made on the host and copied to the board.
+
+    MetaSchedule's default fills them on the board with ``tvm.contrib.random``, which a runtime-only
+    TVM (what a board installs) does not have: every measurement would fail.
+    """
+    import numpy as np
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    rng = np.random.default_rng(0)
+
+    def fill(tensor) -> None:
+        tensor.copyfrom(rng.uniform(-1.0, 1.0, size=tuple(tensor.shape)).astype(tensor.dtype))
+
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)

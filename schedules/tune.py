@@ -23,7 +23,7 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from models.errors import UserError
 from schedules import database as db_files
-from schedules.builder import build_candidate, export_shared_library
+from schedules.builder import alloc_arguments_from_host, build_candidate, export_shared_library
 from schedules.tasks import Task
 from targets.registry import TargetSpec
 
@@ -212,7 +212,8 @@ def _runner(rpc: RPCOptions | None):
     config = ms.runner.RPCConfig(
         tracker_host=host, tracker_port=port, tracker_key=rpc.key, session_timeout_sec=rpc.session_timeout_s
     )
-    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=rpc.boards)
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=rpc.boards,
+                               f_alloc_argument=alloc_arguments_from_host)
 
 
 @derived_object

@@ -23,11 +23,14 @@ from models.errors import UserError
 
 CPU_TRIPLES = {
     "x86_64-linux-gnu": {"cross_compiler": None, "default_mcpu": "x86-64-v3", "mattr": ()},
-    "aarch64-linux-gnu": {"cross_compiler": "aarch64-linux-gnu-gcc", "default_mcpu": "generic", "mattr": ("+neon",)},
+    "aarch64-linux-gnu": {
+        "cross_compiler": "aarch64-linux-gnu-gcc", "default_mcpu": "generic", "mattr": ("+neon",), "cores": 4,
+    },
     "armv7l-linux-gnueabihf": {
         "cross_compiler": "arm-linux-gnueabihf-gcc",
         "default_mcpu": "cortex-a7",
         "mattr": ("+neon", "+vfp4"),
+        "cores": 4,
     },
 }
 GPU_TRIPLES = ("cuda", "nvptx64-nvidia-cuda")  # both mean TVM's cuda kind (the nvptx kind fails in 0.27)
@@ -164,7 +167,8 @@ def resolve_target(name: str | None = None, mcpu: str | None = None, arch: str |
             triple=name,
             description="host triple" if is_host else "generic CPU of this triple",
             mcpu=host_cpu() if is_host else CPU_TRIPLES[name]["default_mcpu"],
-            num_cores=os.cpu_count() if is_host else None,
+            # MetaSchedule needs a core count; boards of these triples have 4 (override: --num-cores)
+            num_cores=os.cpu_count() if is_host else CPU_TRIPLES[name].get("cores"),
             mattr=CPU_TRIPLES[name]["mattr"],
         )
     elif name in GPU_TRIPLES:

@@ -18,11 +18,17 @@ from typing import Any
 
 from tvm import rpc as tvm_rpc
 
+from models.errors import UserError
+
 LOCALHOST = "127.0.0.1"
 
 
-class BoardUnavailable(Exception):
+class BoardUnavailable(UserError):
     """No board answered: the tracker is unreachable, or no board under the key came free in time."""
+
+
+class BadTrackerAddress(UserError, ValueError):
+    """``--rpc-tracker`` is not HOST:PORT."""
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -39,7 +45,7 @@ def parse_tracker(s: str) -> tuple[str, int]:
     """
     host, sep, port_str = s.strip().rpartition(":")
     if not sep or not host or not port_str.isdigit() or not 0 < int(port_str) < 65536:
-        raise ValueError(
+        raise BadTrackerAddress(
             f"invalid tracker address {s!r}: expected HOST:PORT with a port in 1..65535, "
             "e.g. 127.0.0.1:9190"
         )
@@ -88,8 +94,21 @@ def tracker_summary(tracker: str, connect_timeout_s: float = 5) -> dict[str, Any
         raise BoardUnavailable(f"RPC tracker {host}:{port} did not answer: {err}") from err
 
 
+def free_boards(tracker: str, key: str) -> int:
+    """How many boards under ``key`` the tracker has free right now."""
+    queue = tracker_summary(tracker).get("queue_info", {})
+    return int(queue.get(key, {}).get("free", 0))
+
+
+def default_timeout_s() -> float:
+    """How long to wait for a free board: ``$MNV2BENCH_RPC_TIMEOUT`` seconds, 60 by default."""
+    import os
+
+    return float(os.environ.get("MNV2BENCH_RPC_TIMEOUT", 60))
+
+
 def request_session(
-    tracker: str, key: str, timeout_s: float = 60, session_timeout_s: float = 0
+    tracker: str, key: str, timeout_s: float | None = None, session_timeout_s: float = 0
 ) -> tvm_rpc.RPCSession:
     """Ask the tracker at ``tracker`` ("HOST:PORT") for a board registered under ``key``.
 
@@ -98,6 +117,7 @@ def request_session(
     the tracker is unreachable or no board answers in time.
     """
     host, port = parse_tracker(tracker)
+    timeout_s = default_timeout_s() if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     _check_reachable(host, port, min(timeout_s, 5))
     try:

@@ -19,7 +19,8 @@ def test_host_is_detected() -> None:
 def test_triple_with_mcpu() -> None:
     spec = resolve_target("aarch64-linux-gnu", mcpu="cortex-a55")
     assert spec.key == "aarch64-linux-gnu-cortex-a55"
-    assert spec.tvm_config() == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55", "mattr": ["+neon"]}
+    assert spec.tvm_config() == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a55", "mattr": ["+neon"],
+                                 "num-cores": 4}
     assert spec.cross_compiler == "aarch64-linux-gnu-gcc" and not spec.is_native
 
 
