@@ -94,4 +94,4 @@ def test_benchmark_goes_on_when_a_board_is_missing(tracker, tmp_path) -> None:
         capture_output=True, text=True, timeout=1200, env={**os.environ, "MNV2BENCH_RPC_TIMEOUT": "2"})
     assert result.returncode == 1
     assert "2 failed" in result.stdout  # both models reported, neither crashed the run
-    assert "test_latency[mobilenet_v2_0.5_96-tvm-untuned] - no board under key 'no-such-board'" in result.stdout
+    assert result.stdout.count("no board under key 'no-such-board' answered within 2 s") >= 2
