@@ -198,6 +198,12 @@ def cmd_tune(args) -> int:
         raise UserError("--trials, --trials-per-task and --max-tasks must be positive")
     spec = _spec(args)
     rpc = _rpc(args, spec)
+    if spec.is_gpu and rpc is None:
+        from targets.registry import detect_gpu_arch
+
+        if detect_gpu_arch() is None:
+            raise UserError("tuning for a GPU measures on one: run this on a machine with an NVIDIA GPU, "
+                            "or give --rpc-tracker/--rpc-key of one")
     names = resolve_names(args.models)
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
     tasks = merge_tasks({name: model_tasks(name, spec) for name in names})[: args.max_tasks]

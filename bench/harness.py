@@ -107,7 +107,8 @@ class Harness:
         if self.remote and runtime in ("onnxruntime", "torch"):
             raise UserError(f"{runtime} runs on this host, not on the board: benchmark it on the board itself")
         if runtime == "onnxruntime":
-            return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads)
+            return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads,
+                                        gpu=self.options.target.is_gpu)
         if runtime == "torch":
             return runtimes.TorchRuntime(create_model(model, self.options.weights), threads)
         if runtime in ("tvm", "tvm-untuned"):

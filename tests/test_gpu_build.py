@@ -1,0 +1,57 @@
+"""NVIDIA GPU builds without a GPU: every headline model compiles for sm_80 and sm_90 with its kernels
+on the device (DLight defaults where nothing is tuned), and nvcc compiles that device code."""
+
+from __future__ import annotations
+
+import shutil
+
+import onnx
+import pytest
+
+from models.export import export_model
+from models.registry import HEADLINE
+from schedules.compile import compile_onnx
+from targets.cuda import NoDeviceCode, compile_cubin, cuda_source, kernel_count
+from targets.registry import detect_gpu_arch, resolve_target
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("preset", ["a100", "h100"])
+@pytest.mark.parametrize("model", HEADLINE)
+def test_headline_models_build_for_the_gpu(model: str, preset: str) -> None:
+    spec = resolve_target(preset)
+    compiled = compile_onnx(onnx.load(str(export_model(model))), spec, database=None)
+    source = cuda_source(compiled.executable)
+    tasks = len(compiled.tuned) + len(compiled.untuned)
+    assert kernel_count(source) >= tasks > 20  # every fused kernel is a CUDA kernel, none left on the host
+    if model == "mobilenet_v2_1.0_224" and shutil.which("nvcc"):
+        cubin = compile_cubin(source, spec.arch)
+        assert cubin[:4] == b"\x7fELF" and len(cubin) > 10_000
+
+
+def test_a_cpu_library_has_no_device_code() -> None:
+    with pytest.raises(NoDeviceCode):
+        cuda_source(_cpu_module())
+
+
+def _cpu_module():
+    import tvm
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class AddOne:
+        @R.function
+        def main(x: R.Tensor((4,), "float32")) -> R.Tensor((4,), "float32"):
+            return R.add(x, R.const(1.0, "float32"))
+
+    return tvm.compile(AddOne, target=resolve_target("host").tvm_target())
+
+
+@pytest.mark.skipif(detect_gpu_arch() is None, reason="no NVIDIA GPU on this machine")
+def test_runs_on_the_gpu(tmp_path) -> None:
+    from bench.build import compile_to_library
+
+    built = compile_to_library("mobilenet_v2_0.35_96", resolve_target("cuda"), tmp_path / "gpu.so", untuned=True)
+    assert built.parity.startswith("ok"), built.parity
