@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from models.mobilenet_v2 import ConvBNReLU6, MobileNetV2, init_weights
+from models.mobilenet_v2 import MobileNetV2, init_weights
 
 ASPP_CHANNELS = 256
 ASPP_RATES_OS16 = (6, 12, 18)  # doubled at output stride 8, as in DeepLabv3
@@ -84,4 +84,3 @@ def deeplabv3_mobilenet_v2(output_stride: int = 16, aspp: bool = False, num_clas
     return MobileDeepLabV3(num_classes=num_classes, output_stride=output_stride, aspp=aspp)
 
 
-__all__ = ["MobileDeepLabV3", "deeplabv3_mobilenet_v2", "ConvBNReLU6"]

@@ -22,7 +22,6 @@ import tvm
 from tvm import relax
 
 from models.errors import UserError
-from models.export import INPUT_NAME
 from targets.registry import TargetSpec
 
 
@@ -124,4 +123,3 @@ def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None) -> Com
     return CompiledModel(executable, tuned, untuned)
 
 
-__all__ = ["INPUT_NAME", "import_onnx", "lower", "apply_schedules", "build", "export", "compile_onnx"]

@@ -16,12 +16,11 @@ from functools import partial
 from pathlib import Path
 
 import tvm
-from tvm_ffi import structural_hash
 from tqdm import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm_ffi import structural_hash
 
-from models.errors import UserError
 from schedules import database as db_files
 from schedules.builder import alloc_arguments_from_host, build_candidate, export_shared_library
 from schedules.tasks import Task
@@ -181,7 +180,7 @@ def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: 
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
                 task_scheduler="round-robin",
             )
-        except Exception as exc:
+        except Exception:
             if progress.failure:
                 raise TuningMeasuredNothing(progress.failure) from None
             raise

@@ -104,7 +104,7 @@ def default_timeout_s() -> float:
     """How long to wait for a free board: ``$MNV2BENCH_RPC_TIMEOUT`` seconds, 60 by default."""
     import os
 
-    return float(os.environ.get("MNV2BENCH_RPC_TIMEOUT", 60))
+    return float(os.environ.get("MNV2BENCH_RPC_TIMEOUT", "60"))
 
 
 def request_session(
