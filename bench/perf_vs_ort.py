@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="alternating measurement blocks per runtime")
     parser.add_argument("--min-block-s", type=float, default=0.2, help="minimum seconds per block")
     parser.add_argument("--untuned", action="store_true", help="measure TVM without the schedules (baseline)")
+    parser.add_argument("--schedules", type=Path, default=None,
+                        help="schedules folder (default: the project's); e.g. an older checkout of it")
     parser.add_argument("--record", type=Path, default=None,
                         help="append the measurements to this CSV (the tuning curve: latency vs trials spent)")
     args = parser.parse_args(argv)
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ratios, rows = {}, []
     for name in names:
-        built = compile_to_library(name, spec, library_path(name, spec, args.untuned, None, None), untuned=args.untuned)
+        library = library_path(name, spec, args.untuned, None, args.schedules)
+        built = compile_to_library(name, spec, library, schedules=args.schedules, untuned=args.untuned)
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
         ort_rt = OnnxRuntime(built.onnx_path, args.threads)
         x = sample_input(get_spec(name).input_shape)
@@ -64,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                      "tasks_tuned": len(built.tuned), "tasks": len(built.tuned) + len(built.untuned)})
     print(f"threads: {args.threads}; TVM: time_evaluator median; ORT: warm-loop median")
     if args.record:
-        record(args.record, rows, spec, args.threads)
+        record(args.record, rows, spec, args.threads, args.schedules, args.untuned)
     print(f"worst TVM/ORT ratio: {max(ratios.values()):.2f}")
     return 0
 
 
-def record(path: Path, rows: list[dict], spec, threads: int) -> None:
+def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | None, untuned: bool) -> None:
     """Append to the tuning-curve CSV, with the trials the database held when it was measured."""
     import onnxruntime
     import pandas as pd
@@ -79,15 +82,20 @@ def record(path: Path, rows: list[dict], spec, threads: int) -> None:
     from schedules import database as db_files
     from schedules.tune import trials_done
 
-    database = db_files.open_database(spec)
+    database = None if untuned else db_files.open_database(spec, schedules)
     trials = sum(trials_done(database).values()) if database is not None else 0
-    meta = db_files.read_metadata(db_files.database_dir(spec)) or {}
+    meta = {} if untuned else db_files.read_metadata(db_files.database_dir(spec, schedules)) or {}
     frame = pd.DataFrame(rows).assign(
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), hardware=hardware_name(spec),
         threads=threads, database_trials=trials, tuning_runs=" | ".join(r["command"] for r in meta.get("runs", [])),
         tvm=tvm.__version__, onnxruntime=onnxruntime.__version__,
     )
     frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+# Both runtimes' thread pools spin-wait for a while after a run; on 2 cores the spinning threads of
+# the one just measured would steal the cores of the next. A short idle lets them park first.
+IDLE_BETWEEN_BLOCKS_S = 0.2
 
 
 def measure_alternating(tvm_rt, ort_rt, x, repeat: int, min_block_s: float) -> tuple[float, float]:
@@ -97,7 +105,9 @@ def measure_alternating(tvm_rt, ort_rt, x, repeat: int, min_block_s: float) -> t
     ort_number = max(1, int(min_block_s / max(_one_run_s(ort_rt, x), 1e-4)))
     tvm_blocks, ort_blocks = [], []
     for _ in range(repeat):
+        time.sleep(IDLE_BETWEEN_BLOCKS_S)
         tvm_blocks += tvm_rt.time_evaluator(x, number=number, repeat=1)
+        time.sleep(IDLE_BETWEEN_BLOCKS_S)
         start = time.perf_counter()
         for _ in range(ort_number):
             ort_rt.run(x)
