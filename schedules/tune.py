@@ -122,9 +122,9 @@ def tune(
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
     db_files.write_metadata(folder, spec, trials_per_task or 0, models)
-    targets_ = allocate_trials(tasks, trials_per_task, total_trials)
+    goals = allocate_trials(tasks, trials_per_task, total_trials)
     done = trials_done(database)
-    todo = [(t, goal - done.get(structural_hash(t.task.mod), 0)) for t, goal in zip(tasks, targets_)]
+    todo = [(t, goal - done.get(structural_hash(t.task.mod), 0)) for t, goal in zip(tasks, goals)]
     todo = [(t, n) for t, n in todo if n > 0]
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
         f"{sum(n for _, n in todo)} trials to run -> {folder}")
