@@ -300,7 +300,7 @@ def plot_latency_vs_madds(df: pd.DataFrame, path: Path) -> Path:
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # "300", not "3×10²"
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain if axis is ax.xaxis else NullFormatter())
+        axis.set_minor_formatter(NullFormatter())  # minor labels collide on a log axis
     ax.grid(True, which="both", alpha=0.3)
     fig.legend(loc="outside right upper", fontsize="small")  # beside the axes: never hides a point
     return _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
