@@ -39,6 +39,12 @@ def tuned(tmp_path_factory, host):
     return root, result
 
 
+def copy_of_tuned_database(tuned, spec, root):
+    """A schedules folder of our own to damage, holding a copy of the tuned database."""
+    shutil.copytree(db_files.database_dir(spec, tuned[0]), root / spec.key)
+    return root
+
+
 def records(root, spec) -> list[dict]:
     path = db_files.database_dir(spec, root) / db_files.RECORD_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -95,9 +101,7 @@ def test_schedules_report_and_compile_apply_the_database(tuned, cli, host, tmp_p
 
 @pytest.mark.slow
 def test_foreign_database_is_refused_unless_forced(tuned, cli, host, tmp_path) -> None:
-    root, _ = tuned
-    foreign = tmp_path / "foreign"
-    shutil.copytree(db_files.database_dir(host, root), foreign / host.key)
+    foreign = copy_of_tuned_database(tuned, host, tmp_path / "foreign")
     meta_path = foreign / host.key / db_files.METADATA_FILE
     meta = json.loads(meta_path.read_text())
     meta["target"]["mcpu"] = "cortex-a72"
@@ -110,9 +114,7 @@ def test_foreign_database_is_refused_unless_forced(tuned, cli, host, tmp_path) -
 
 @pytest.mark.slow
 def test_corrupt_database_names_the_file(tuned, cli, host, tmp_path) -> None:
-    root, _ = tuned
-    broken = tmp_path / "broken"
-    shutil.copytree(db_files.database_dir(host, root), broken / host.key)
+    broken = copy_of_tuned_database(tuned, host, tmp_path / "broken")
     path = broken / host.key / db_files.RECORD_FILE
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
