@@ -70,8 +70,10 @@ def format_report(report: list[dict]) -> str:
         kinds = pd.DataFrame(entry["by_kind"]).T
         out.append(kinds[kinds.tasks > 0].to_string())
         out.append(pd.DataFrame(entry["models"]).to_string(index=False, float_format=lambda v: f"{v:.0%}"))
-        tasks = pd.DataFrame(entry["tasks"]).drop(columns=["models"])
-        out.append(tasks.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="untuned"))
+        tasks = pd.DataFrame(entry["tasks"])
+        tasks["models"] = tasks["models"].map(", ".join)  # task names repeat across models; shapes don't
+        out.append(tasks.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="untuned",
+                                   formatters={"task": "{:<48.48}".format}))
         out.append("")
     return "\n".join(out)
 
