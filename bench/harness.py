@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ class Harness:
 
     def reference(self, model: str) -> list[np.ndarray]:
         if model not in self._references:
-            net = create_model(model, self.options.weights)
+            net = reference_model(model, self.options.weights)
             self._references[model] = torch_outputs(net, self.input(model))
         return self._references[model]
 
@@ -110,7 +110,7 @@ class Harness:
             return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads,
                                         gpu=self.options.target.is_gpu)
         if runtime == "torch":
-            return runtimes.TorchRuntime(create_model(model, self.options.weights), threads)
+            return runtimes.TorchRuntime(reference_model(model, self.options.weights), threads)
         if runtime in ("tvm", "tvm-untuned"):
             return self._tvm_runtime(model, runtime)
         raise ValueError(f"unknown runtime {runtime!r}")
@@ -144,7 +144,7 @@ class Harness:
 
     def _extra_info(self, model: str, adapter, error: float, warmup_runs: int) -> dict:
         spec = get_spec(model)
-        net = create_model(model, self.options.weights)
+        net = reference_model(model, self.options.weights)
         paper = spec.paper
         import tvm
 
@@ -172,6 +172,12 @@ class Harness:
         }
 
 
+@lru_cache(maxsize=2)
+def reference_model(model: str, weights: Path | None):
+    """The PyTorch model, built once per model: reference outputs, the torch runtime, counts, cache keys."""
+    return create_model(model, weights)
+
+
 def warm_up(adapter, x: np.ndarray) -> int:
     """Run until caches, thread pools and lazy initialisation have settled; return the run count."""
     import time
@@ -190,7 +196,7 @@ def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | No
     from models.export import weights_hash
     from schedules import database as db_files
 
-    digest = weights_hash(create_model(model, weights))[:8]
+    digest = weights_hash(reference_model(model, weights))[:8]
     schedule = "untuned" if untuned else db_files.content_hash(db_files.database_dir(spec, schedules))
     return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}-tvm{tvm.__version__}.so"
 
