@@ -13,7 +13,7 @@ from models.export import assert_close, export_model, load_onnx, onnxruntime_out
 from models.registry import get_spec
 from schedules import database as db_files
 from schedules.compile import compile_onnx, export
-from targets.registry import TargetSpec
+from targets.registry import TargetSpec, detect_gpu_arch
 
 
 @dataclass
@@ -81,19 +81,13 @@ def compile_to_library(
         tracker, key = rpc
         board = RemoteTvmRuntime(library, request_session(tracker, key), "tvm", 0, "", "", key, emulated=False)
         result.parity = check_library(board, onnx_path, proto) + f" (on board {key!r})"
-    elif check and (spec.is_native or spec.is_gpu and _has_gpu()):
+    elif check and (spec.is_native or spec.is_gpu and detect_gpu_arch() is not None):
         from bench.runtimes import TvmRuntime
 
         result.parity = check_library(TvmRuntime(library, "tvm", 0, "", "", gpu=spec.is_gpu), onnx_path, proto)
     elif check:
         result.parity = "not checked: the library is for another machine (give --rpc-tracker/--rpc-key to run it there)"
     return result
-
-
-def _has_gpu() -> bool:
-    from targets.registry import detect_gpu_arch
-
-    return detect_gpu_arch() is not None
 
 
 def check_library(runtime, onnx_path: Path, proto: onnx.ModelProto) -> str:

@@ -106,7 +106,10 @@ class TvmRuntime(Runtime):
         return self._input_tensor
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return vm_outputs(self._main(self._input(x)))
+        return self._outputs(self._main(self._input(x)))
+
+    def _outputs(self, out) -> list[np.ndarray]:
+        return vm_outputs(out)
 
     def time_evaluator(self, x: np.ndarray, number: int, repeat: int) -> list[float]:
         """Per-run seconds measured by TVM itself."""
@@ -142,8 +145,7 @@ class RemoteTvmRuntime(TvmRuntime):
         self._dev = session.cpu()
         self._load(upload_and_load(session, library))
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        out = self._main(self._input(x))
+    def _outputs(self, out) -> list[np.ndarray]:
         if hasattr(out, "numpy"):
             return [out.numpy()]
         # A tuple of outputs stays on the board as a remote object: fetch it item by item.

@@ -94,6 +94,7 @@ def repair_and_validate(path: Path) -> int:
         return 0
     data = path.read_bytes()
     lines = data.split(b"\n")
+    ends_cleanly = data.endswith(b"\n")
     count = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -102,11 +103,11 @@ def repair_and_validate(path: Path) -> int:
             json.loads(line)
             count += 1
         except ValueError:
-            is_torn_tail = number == len(lines) and not data.endswith(b"\n")
-            if not is_torn_tail:
-                raise UserError(f"corrupt schedule database {path}, line {number}: not a JSON record") from None
-            path.write_bytes(data[: len(data) - len(line)])  # keep every complete record
-    if data and not data.endswith(b"\n") and count and path.read_bytes()[-1:] != b"\n":
+            if number == len(lines) and not ends_cleanly:  # a record torn by a kill mid-append
+                path.write_bytes(data[: len(data) - len(line)])  # keep every complete record
+                return count
+            raise UserError(f"corrupt schedule database {path}, line {number}: not a JSON record") from None
+    if data and not ends_cleanly:  # a complete last record without its newline: the next append needs one
         with path.open("ab") as f:
             f.write(b"\n")
     return count
