@@ -110,7 +110,8 @@ class Harness:
             return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads,
                                         gpu=self.options.target.is_gpu)
         if runtime == "torch":
-            return runtimes.TorchRuntime(reference_model(model, self.options.weights), threads)
+            return runtimes.TorchRuntime(reference_model(model, self.options.weights), threads,
+                                         gpu=self.options.target.is_gpu)
         if runtime in ("tvm", "tvm-untuned"):
             return self._tvm_runtime(model, runtime)
         raise ValueError(f"unknown runtime {runtime!r}")

@@ -6,6 +6,7 @@ harness times) plus the facts a result must carry (name, version, threads, targe
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,16 @@ class Runtime:
     device: str = "host"  # host, cuda:0, rpc:<key>
     notes: list[str] = field(default_factory=list)
     emulated: bool = False  # a board under QEMU: proves the build runs, never published as a latency
+    device_seconds: float = 0.0  # summed by device_run: the device's own time of the runs so far
 
     @property
     def device_timed(self) -> bool:
         """Timed by the device's own clock (GPU, board) rather than by pytest-benchmark's."""
         return False
+
+    def device_clock(self) -> float:
+        """Only moves while the device computes: pytest-benchmark's timer for device-timed cases."""
+        return self.device_seconds
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
@@ -57,19 +63,51 @@ class OnnxRuntime(Runtime):
 
 
 class TorchRuntime(Runtime):
-    def __init__(self, model, threads: int) -> None:
+    """PyTorch eager, the model as defined. On a GPU target it runs on CUDA (cuDNN) and is timed like
+    TVM there: one inference between two CUDA events, input already on the device, no copies."""
+
+    def __init__(self, model, threads: int, gpu: bool = False) -> None:
         import torch
 
-        super().__init__("torch", torch.__version__, threads)
+        super().__init__("torch", torch.__version__, threads, device="cuda:0" if gpu else "host")
         torch.set_num_threads(threads)
-        self.model = model.eval()
+        self._torch_device = torch.device("cuda:0" if gpu else "cpu")
+        # A copy on the GPU: the harness's CPU model also gives the reference outputs.
+        self.model = (copy.deepcopy(model) if gpu else model).eval().to(self._torch_device)
+        self._input_tensor = None
+
+    def _input(self, x: np.ndarray):
+        import torch
+
+        if self._torch_device.type == "cpu":
+            return torch.from_numpy(x)  # no copy
+        if self._input_tensor is None or tuple(self._input_tensor.shape) != x.shape:
+            self._input_tensor = torch.empty(x.shape, dtype=torch.float32, device=self._torch_device)
+        self._input_tensor.copy_(torch.from_numpy(x))
+        return self._input_tensor
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         import torch
 
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(x))
-        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+            out = self.model(self._input(x))
+        return [t.cpu().numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+    @property
+    def device_timed(self) -> bool:
+        return self.device != "host"
+
+    def device_run(self, x: np.ndarray) -> None:
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.inference_mode():
+            inputs = self._input(x)
+            start.record()
+            self.model(inputs)
+            end.record()
+        end.synchronize()
+        self.device_seconds += start.elapsed_time(end) / 1e3
 
 
 class TvmRuntime(Runtime):
@@ -94,7 +132,6 @@ class TvmRuntime(Runtime):
         self.vm = relax.VirtualMachine(module, self._dev)
         self._main = self.vm["main"]
         self._input_tensor = None
-        self.device_seconds = 0.0
 
     def _input(self, x: np.ndarray):
         import tvm
@@ -122,10 +159,6 @@ class TvmRuntime(Runtime):
 
     def device_run(self, x: np.ndarray) -> None:
         self.device_seconds += self.time_evaluator(x, number=1, repeat=1)[0]
-
-    def device_clock(self) -> float:
-        """Only moves while the device computes: pytest-benchmark's timer for device-timed cases."""
-        return self.device_seconds
 
 
 class RemoteTvmRuntime(TvmRuntime):

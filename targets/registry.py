@@ -56,6 +56,12 @@ class TargetSpec:
         return self.arch is not None
 
     @property
+    def data_layout(self) -> str:
+        """Convolution layout the schedules are tuned for: channels-last on CPUs, so that vectors run
+        along channels; NCHW on GPUs, where DLight's default schedules expect it."""
+        return "NCHW" if self.is_gpu else "NHWC"
+
+    @property
     def key(self) -> str:
         return f"cuda-{self.arch}" if self.is_gpu else f"{self.triple}-{self.mcpu}"
 
@@ -147,6 +153,7 @@ register(TargetSpec("a53", "aarch64-linux-gnu", "Cortex-A53 class board (4 cores
 register(TargetSpec("pixel1", "aarch64-linux-gnu", "Google Pixel 1 class, Kryo; the paper timed one big core", "kryo", None, 1, ("+neon",), "pixel1"))
 register(TargetSpec("a100", "cuda", "NVIDIA A100 (sm_80)", arch="sm_80"))
 register(TargetSpec("h100", "cuda", "NVIDIA H100 (sm_90)", arch="sm_90"))
+register(TargetSpec("h200", "cuda", "NVIDIA H200 (sm_90: the H100's chip with 141 GB of HBM3e)", arch="sm_90"))
 
 
 def known_names() -> list[str]:
