@@ -88,9 +88,13 @@ def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | N
     frame = pd.DataFrame(rows).assign(
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), hardware=hardware_name(spec),
         threads=threads, database_trials=trials, tuning_runs=" | ".join(r["command"] for r in meta.get("runs", [])),
-        tvm=tvm.__version__, onnxruntime=onnxruntime.__version__,
+        tvm=tvm.__version__, onnxruntime=onnxruntime.__version__, layout=spec.data_layout,
     )
-    frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+    if path.exists():  # read and rewrite rather than append: a new column must not shift the old rows
+        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 # Both runtimes' thread pools spin-wait for a while after a run; on 2 cores the spinning threads of

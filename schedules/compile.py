@@ -1,7 +1,8 @@
 """ONNX -> Relax -> (tuned) library, as named steps a user can see and a test can call alone.
 
     import_onnx      ONNX model -> Relax IRModule, weights bound as constants
-    lower            legalise to TIR and fuse: the module whose PrimFuncs are the tuning tasks
+    lower            the target's layout (NHWC on CPUs, see layout.py), legalise to TIR and fuse:
+                     the module whose PrimFuncs are the tuning tasks
     apply_schedules  best records of the database; CPU weights pre-packed at compile time;
                      GPU kernels without a record get DLight default schedules
     build / export   Relax VM executable, and a deployable library (cross-linked for a board)
@@ -43,8 +44,11 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
 
 
 def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
-    """Legalise and fuse: every PrimFunc of the result is one tuning task."""
+    """Convert the layout, legalise and fuse: every PrimFunc of the result is one tuning task."""
+    from schedules.layout import convert_layout
+
     passes = [
+        convert_layout(spec),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.LegalizeOps(),

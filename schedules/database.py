@@ -151,6 +151,7 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
     meta = {
         "target_key": spec.key,
         "target": target_config(spec),
+        "layout": spec.data_layout,
         "tvm_version": tvm.__version__,
         "llvm_version": _llvm_version(),
         "trials_per_task": max(trials_per_task, previous.get("trials_per_task", 0)),

@@ -53,8 +53,11 @@ def classify(mod: tvm.IRModule) -> str:
     if "conv2d" in name.lower():
         data, weight = (tuple(int(d) for d in region.source.shape) for region in anchor.reads[:2])
         if len(weight) == 4:
-            out_channels, in_per_group, kh, kw = weight
-            if in_per_group == 1 and out_channels == data[1] > 1:
+            if "nhwc" in name.lower():  # data NHWC, weight OHWI
+                (out_channels, kh, kw, in_per_group), channels = weight, data[3]
+            else:  # data NCHW, weight OIHW
+                (out_channels, in_per_group, kh, kw), channels = weight, data[1]
+            if in_per_group == 1 and out_channels == channels > 1:
                 return "depthwise"
             if kh == kw == 1:
                 return "pointwise"

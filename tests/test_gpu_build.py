@@ -55,3 +55,21 @@ def test_runs_on_the_gpu(tmp_path) -> None:
 
     built = compile_to_library("mobilenet_v2_0.35_96", resolve_target("cuda"), tmp_path / "gpu.so", untuned=True)
     assert built.parity.startswith("ok"), built.parity
+
+
+@pytest.mark.skipif(detect_gpu_arch() is None, reason="no NVIDIA GPU on this machine")
+def test_torch_peer_on_the_gpu_is_device_timed() -> None:
+    import numpy as np
+
+    from bench.runtimes import TorchRuntime
+    from models.export import sample_input, torch_outputs
+    from models.registry import create_model, get_spec
+
+    name = "mobilenet_v2_0.35_96"
+    model, x = create_model(name), sample_input(get_spec(name).input_shape)
+    expected = torch_outputs(model, x)
+    runtime = TorchRuntime(model, threads=1, gpu=True)
+    np.testing.assert_allclose(runtime.run(x)[0], expected[0], rtol=1e-3, atol=1e-4)
+    runtime.device_run(x)
+    assert runtime.device_timed and runtime.device_clock() > 0.0
+    assert next(model.parameters()).device.type == "cpu"  # the reference model stays on the CPU
