@@ -1,8 +1,8 @@
 """ONNX -> Relax -> (tuned) library, as named steps a user can see and a test can call alone.
 
     import_onnx      ONNX model -> Relax IRModule, weights bound as constants
-    lower            the target's layout (NHWC on CPUs, see layout.py), legalise to TIR and fuse:
-                     the module whose PrimFuncs are the tuning tasks
+    lower            the target's layout (NHWC on CPUs, see layout.py) and CPU rewrites (rewrites.py),
+                     legalise to TIR and fuse: the module whose PrimFuncs are the tuning tasks
     apply_schedules  best records of the database; CPU weights pre-packed at compile time;
                      GPU kernels without a record get DLight default schedules
     build / export   Relax VM executable, and a deployable library (cross-linked for a board)
@@ -46,9 +46,11 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
 def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
     """Convert the layout, legalise and fuse: every PrimFunc of the result is one tuning task."""
     from schedules.layout import convert_layout
+    from schedules.rewrites import separable_linear_resize
 
     passes = [
         convert_layout(spec),
+        separable_linear_resize if not spec.is_gpu else tvm.transform.Sequential([]),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.LegalizeOps(),

@@ -1,7 +1,8 @@
 """MetaSchedule tuning for one target: evolutionary search guided by an XGBoost cost model.
 
 Tasks of all selected models are merged first (the shared backbone is tuned once), ordered by where
-the time goes (calls x FLOPs) and tuned one at a time, each against the target's JSON database. That
+the time goes (calls x FLOPs) and tuned one at a time, each against the target's JSON database. A total
+budget is shared by where the time goes: each task's share of its models' measured time. That
 makes a run resumable at any point: every measured trial is appended to the database as it comes,
 and a re-run gives each task only the trials it still lacks.
 """
@@ -38,8 +39,15 @@ class TuningTask:
     """One distinct kernel, possibly shared by several models."""
 
     task: Task
-    models: list[str] = field(default_factory=list)
-    calls: int = 0  # calls per inference, summed over the models
+    calls_by_model: dict[str, int] = field(default_factory=dict)  # calls per inference of each model
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.calls_by_model)
+
+    @property
+    def calls(self) -> int:
+        return sum(self.calls_by_model.values())
 
     @property
     def cost(self) -> float:
@@ -72,18 +80,35 @@ def merge_tasks(tasks_by_model: dict[str, list[Task]]) -> list[TuningTask]:
         for task in tasks:
             key = structural_hash(task.mod)
             entry = merged.setdefault(key, TuningTask(task))
-            entry.models.append(model)
-            entry.calls += task.weight
+            entry.calls_by_model[model] = entry.calls_by_model.get(model, 0) + task.weight
     return sorted(merged.values(), key=lambda t: t.cost, reverse=True)
 
 
-def allocate_trials(tasks: list[TuningTask], trials_per_task: int | None, total: int | None) -> list[int]:
-    """Trials each task should have in the end: uniform, or a total budget shared by cost share."""
+def allocate_trials(tasks: list[TuningTask], trials_per_task: int | None, total: int | None,
+                    weights: list[float] | None = None) -> list[int]:
+    """Trials each task should have in the end: uniform, or a total budget shared by ``weights``
+    (default: FLOP share)."""
     if total is None:
         return [trials_per_task or 64 for _ in tasks]
-    all_cost = sum(t.cost for t in tasks) or 1.0
-    shares = [max(MIN_TRIALS, math.ceil(total * t.cost / all_cost)) for t in tasks]
+    weights = weights if weights is not None else [t.cost for t in tasks]
+    all_weight = sum(weights) or 1.0
+    shares = [max(MIN_TRIALS, math.ceil(total * w / all_weight)) for w in weights]
     return [min(s, trials_per_task) if trials_per_task else s for s in shares]
+
+
+def time_shares(tasks: list[TuningTask], database) -> list[float]:
+    """Each task's share of its models' time, summed over the models, from the best latencies measured
+    so far (FLOPs at the median measured rate where a task has none yet). Every model counts alike, so
+    the budget goes where it lowers each model's latency most, not only the biggest model's."""
+    best = [best_latency_s(database, t.task.mod) for t in tasks]
+    rates = sorted(t.task.flops / b for t, b in zip(tasks, best) if b and t.task.flops)
+    rate = rates[len(rates) // 2] if rates else 1e10
+    seconds = [b if b else max(t.task.flops, 1.0) / rate for t, b in zip(tasks, best)]
+    model_time: dict[str, float] = {}
+    for task, s in zip(tasks, seconds):
+        for model, calls in task.calls_by_model.items():
+            model_time[model] = model_time.get(model, 0.0) + calls * s
+    return [sum(calls * s / model_time[m] for m, calls in t.calls_by_model.items()) for t, s in zip(tasks, seconds)]
 
 
 def trials_done(database) -> dict[int, int]:
@@ -122,10 +147,14 @@ def tune(
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
     db_files.write_metadata(folder, spec, trials_per_task or 0, models)
-    goals = allocate_trials(tasks, trials_per_task, total_trials)
+    shares = time_shares(tasks, database)
+    goals = allocate_trials(tasks, trials_per_task, total_trials, shares)
     done = trials_done(database)
-    todo = [(t, goal - done.get(structural_hash(t.task.mod), 0)) for t, goal in zip(tasks, goals)]
-    todo = [(t, n) for t, n in todo if n > 0]
+    keys = [structural_hash(t.task.mod) for t in tasks]
+    plan = [(t, goal - done.get(k, 0), (k not in done, share)) for t, k, goal, share in zip(tasks, keys, goals, shares)]
+    # Untuned tasks first (a default schedule costs more than any refinement saves), then where the time
+    # is, so that a run cut short has spent its trials where they count most.
+    todo = [(t, n) for t, n, _ in sorted(plan, key=lambda p: p[2], reverse=True) if n > 0]
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
         f"{sum(n for _, n in todo)} trials to run -> {folder}")
     bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)

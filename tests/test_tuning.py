@@ -17,7 +17,16 @@ import pytest
 from models.errors import UserError
 from schedules import database as db_files
 from schedules.tasks import model_tasks
-from schedules.tune import SearchOptions, TuningMeasuredNothing, merge_tasks, tune
+from schedules.tasks import Task
+from schedules.tune import (
+    SearchOptions,
+    TuningMeasuredNothing,
+    TuningTask,
+    allocate_trials,
+    merge_tasks,
+    time_shares,
+    tune,
+)
 from targets.registry import resolve_target
 
 TINY = "mobilenet_v2_0.35_96"
@@ -59,6 +68,18 @@ def test_task_classification(host) -> None:
     merged = merge_tasks({"a": tasks, "b": tasks})
     assert len(merged) == len(tasks) and all(t.models == ["a", "b"] for t in merged)
     assert [t.cost for t in merged] == sorted((t.cost for t in merged), reverse=True)
+
+
+def test_budget_follows_each_models_measured_time(monkeypatch) -> None:
+    best_ms = {"a": 1.0, "b": 3.0, "c": 10.0, "new": None}
+    monkeypatch.setattr("schedules.tune.best_latency_s", lambda db, mod: best_ms[mod] and best_ms[mod] / 1e3)
+    tasks = [TuningTask(Task(name, "pointwise", 1, 1e6, name), calls) for name, calls in
+             [("a", {"m1": 1}), ("b", {"m1": 1}), ("c", {"m2": 1}), ("new", {"m2": 1})]]
+    shares = time_shares(tasks, database=None)
+    # m1's time is a 1:3 split; m2 is c plus a task not yet measured, priced at the median rate (3 ms).
+    assert shares == pytest.approx([0.25, 0.75, 10 / 13, 3 / 13])
+    assert allocate_trials(tasks, None, 200, shares) == [25, 75, 77, 24]
+    assert allocate_trials(tasks, 50, 200, shares) == [25, 50, 50, 24]
 
 
 @pytest.mark.slow
