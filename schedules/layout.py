@@ -56,8 +56,8 @@ def convert_layout(spec: TargetSpec) -> tvm.transform.Pass:
         return tvm.transform.Sequential([])
     desired = {
         "relax.nn.conv2d": [spec.data_layout, "OHWI"],
-        # DeepLab's final upsampling writes 21 x 513 x 513 logits: resized channels-last and transposed
-        # afterwards, every write is strided (10 ms of its 45). Transposing the 33 x 33 map before is free.
+        # DeepLab's final upsampling writes 21 x 513 x 513 NCHW logits: resized channels-last, they would
+        # need a strided transpose of all of them afterwards; transposing the 33 x 33 map before is free.
         "relax.image.resize2d": ["NCHW"],
     }
     return tvm.transform.Sequential([clip_as_elementwise_ops, relax.transform.ConvertLayout(desired)])
