@@ -1,8 +1,8 @@
 """MetaSchedule tuning for one target: evolutionary search guided by an XGBoost cost model.
 
-Tasks of all selected models are merged first (the shared backbone is tuned once), ordered by where
-the time goes (calls x FLOPs) and tuned one at a time, each against the target's JSON database. A total
-budget is shared by where the time goes: each task's share of its models' measured time. That
+Tasks of all selected models are merged first (the shared backbone is tuned once) and tuned one at a
+time against the target's JSON database: untuned tasks first, then by where the time goes (each task's
+share of its models' measured time), which is also how a total budget is shared. That
 makes a run resumable at any point: every measured trial is appended to the database as it comes,
 and a re-run gives each task only the trials it still lacks.
 """
