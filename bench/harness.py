@@ -168,7 +168,7 @@ class Harness:
             "weights": str(self.options.weights) if self.options.weights else "random (seed 0)",
             "max_abs_error_vs_torch": error,
             "warmup_runs": warmup_runs,
-            "latency_source": "time_evaluator" if adapter.device_timed else "pytest-benchmark",
+            "latency_source": adapter.device_timer if adapter.device_timed else "pytest-benchmark",
             "notes": "; ".join(adapter.notes),
         }
 

@@ -29,6 +29,7 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
     emulated: bool = False  # a board under QEMU: proves the build runs, never published as a latency
     device_seconds: float = 0.0  # summed by device_run: the device's own time of the runs so far
+    device_timer: str = "time_evaluator"  # what device_run reads: TVM's time_evaluator, or CUDA events
 
     @property
     def device_timed(self) -> bool:
@@ -69,7 +70,8 @@ class TorchRuntime(Runtime):
     def __init__(self, model, threads: int, gpu: bool = False) -> None:
         import torch
 
-        super().__init__("torch", torch.__version__, threads, device="cuda:0" if gpu else "host")
+        super().__init__("torch", torch.__version__, threads, device="cuda:0" if gpu else "host",
+                         device_timer="cuda-events")
         torch.set_num_threads(threads)
         self._torch_device = torch.device("cuda:0" if gpu else "cpu")
         # A copy on the GPU: the harness's CPU model also gives the reference outputs.
