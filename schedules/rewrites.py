@@ -45,30 +45,25 @@ def _clamped(taps, size: int):
     return lambda k: te.max(te.min(taps[k], size - 1), 0)
 
 
-def interpolate_columns(data, taps):
-    """TE, first pass: interpolate along the width, gathering two source columns per output column."""
+def interpolate(data, taps, axis: int, name: str):
+    """TE, one pass along ``axis`` (2: height, 3: width): each output blends two source slices. Along the
+    width it gathers two source columns per output column; along the height every output row blends two
+    whole source rows, contiguous, so it vectorises."""
     from tvm import te
 
-    n, c, height, width = data.shape
-    lower, upper, weight = _clamped(taps[0], width), _clamped(taps[1], width), taps[2]
-    return te.compute(
-        (n, c, height, weight.shape[0]),
-        lambda b, ch, i, j: data[b, ch, i, lower(j)] * (1 - weight[j]) + data[b, ch, i, upper(j)] * weight[j],
-        name="resize_columns",
-    )
+    size = data.shape[axis]
+    lower, upper, weight = _clamped(taps[0], size), _clamped(taps[1], size), taps[2]
+    shape = [*data.shape[:axis], weight.shape[0], *data.shape[axis + 1 :]]
 
+    def blend(*index):
+        k = index[axis]
 
-def interpolate_rows(data, taps):
-    """TE, second pass: each output row blends two whole source rows, contiguous, so it vectorises."""
-    from tvm import te
+        def source(tap):
+            return data[(*index[:axis], tap(k), *index[axis + 1 :])]
 
-    n, c, height, width = data.shape
-    lower, upper, weight = _clamped(taps[0], height), _clamped(taps[1], height), taps[2]
-    return te.compute(
-        (n, c, weight.shape[0], width),
-        lambda b, ch, i, j: data[b, ch, lower(i), j] * (1 - weight[i]) + data[b, ch, upper(i), j] * weight[i],
-        name="resize_rows",
-    )
+        return source(lower) * (1 - weight[k]) + source(upper) * weight[k]
+
+    return te.compute(shape, blend, name=name)
 
 
 @mutator
@@ -82,9 +77,9 @@ class _SeparableLinearResize(PyExprMutator):
         mode = str(call.attrs.coordinate_transformation_mode)
         rows = [relax.const(a) for a in linear_taps(in_h, out_h, mode)]
         cols = [relax.const(a) for a in linear_taps(in_w, out_w, mode)]
-        narrow = self.builder_.emit(self.builder_.call_te(interpolate_columns, call.args[0], cols,
+        narrow = self.builder_.emit(self.builder_.call_te(interpolate, call.args[0], cols, 3, "resize_columns",
                                                           primfunc_name_hint="resize_columns"))
-        return self.builder_.call_te(interpolate_rows, narrow, rows, primfunc_name_hint="resize_rows")
+        return self.builder_.call_te(interpolate, narrow, rows, 2, "resize_rows", primfunc_name_hint="resize_rows")
 
 
 def _supported(call) -> bool:
