@@ -111,6 +111,15 @@ def time_shares(tasks: list[TuningTask], database) -> list[float]:
     return [sum(calls * s / model_time[m] for m, calls in t.calls_by_model.items()) for t, s in zip(tasks, seconds)]
 
 
+def tuning_order(goals: list[int], done: list[int], shares: list[float]) -> list[int]:
+    """Indices of the tasks short of their goal, in the order to tune them. Untuned tasks first (a
+    default schedule costs more than any refinement saves), then the furthest behind their goal, then
+    where the time is: a run cut short has spread its trials as the budget would, instead of spending
+    them all on the biggest tasks while the small ones keep a random first batch."""
+    short = [i for i, (goal, n) in enumerate(zip(goals, done)) if goal > n]
+    return sorted(short, key=lambda i: (done[i] > 0, done[i] / goals[i], -shares[i]))
+
+
 def trials_done(database) -> dict[int, int]:
     """Trials already in the database per workload (structural hash), failed ones included."""
     counts: dict[int, int] = {}
@@ -150,11 +159,8 @@ def tune(
     shares = time_shares(tasks, database)
     goals = allocate_trials(tasks, trials_per_task, total_trials, shares)
     done = trials_done(database)
-    keys = [structural_hash(t.task.mod) for t in tasks]
-    plan = [(t, goal - done.get(k, 0), (k not in done, share)) for t, k, goal, share in zip(tasks, keys, goals, shares)]
-    # Untuned tasks first (a default schedule costs more than any refinement saves), then where the time
-    # is, so that a run cut short has spent its trials where they count most.
-    todo = [(t, n) for t, n, _ in sorted(plan, key=lambda p: p[2], reverse=True) if n > 0]
+    done = [done.get(structural_hash(t.task.mod), 0) for t in tasks]
+    todo = [(tasks[i], goals[i] - done[i]) for i in tuning_order(goals, done, shares)]
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
         f"{sum(n for _, n in todo)} trials to run -> {folder}")
     bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)

@@ -26,6 +26,7 @@ from schedules.tune import (
     merge_tasks,
     time_shares,
     tune,
+    tuning_order,
 )
 from targets.registry import resolve_target
 
@@ -80,6 +81,13 @@ def test_budget_follows_each_models_measured_time(monkeypatch) -> None:
     assert shares == pytest.approx([0.25, 0.75, 10 / 13, 3 / 13])
     assert allocate_trials(tasks, None, 200, shares) == [25, 75, 77, 24]
     assert allocate_trials(tasks, 50, 200, shares) == [25, 50, 50, 24]
+
+
+def test_tuning_order_spreads_a_budget_that_may_be_cut_short() -> None:
+    goals, shares = [100, 40, 40, 20, 10], [0.5, 0.2, 0.2, 0.1, 0.05]
+    done = [60, 8, 0, 20, 4]
+    # untuned first; then the furthest behind its goal (8/40 before 4/10 before 60/100); met goals drop out
+    assert tuning_order(goals, done, shares) == [2, 1, 4, 0]
 
 
 @pytest.mark.slow
