@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest / pytest-benchmark options")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("profile", help="where one inference's time goes: TVM's kernels beside ONNX Runtime's")
+    p.add_argument("model", help="a registered model name or a path to an .onnx file")
+    p.add_argument("--threads", type=int, default=None, help="threads for both runtimes (default: all cores)")
+    p.add_argument("--runs", type=int, default=30, help="inferences profiled (medians)")
+    p.add_argument("--top", type=int, default=15, help="how many of TVM's slowest kernels to list")
+    p.add_argument("--untuned", action="store_true", help="profile TVM without the schedules")
+    p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("compare", help="latency tables (and a plot) across machines and runtimes")
     p.add_argument("files", nargs="*", type=Path, help="result files (default: results/*.json, and regenerate "
                    "results/README.md)")
@@ -223,6 +232,22 @@ def cmd_tune(args) -> int:
         print(f"mnv2bench: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from bench.runtimes import pin_threads
+
+    threads = args.threads or os.cpu_count()
+    if threads < 1 or args.runs < 1 or args.top < 1:
+        raise UserError("--threads, --runs and --top must be positive")
+    pin_threads(threads)  # before TVM's thread pool exists
+    from bench.profile import format_profile, profile_model
+    from targets.registry import resolve_target
+
+    kinds, kernels, schedules = profile_model(args.model, resolve_target("host"), threads, args.runs,
+                                              args.schedules, args.untuned)
+    print(format_profile(args.model, kinds, kernels, schedules, threads, args.runs, args.top))
     return 0
 
 

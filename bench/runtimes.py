@@ -47,7 +47,8 @@ class Runtime:
 class OnnxRuntime(Runtime):
     """ONNX Runtime with default optimisations; on a GPU target its CUDA provider when installed."""
 
-    def __init__(self, onnx_path: Path, threads: int, gpu: bool = False) -> None:
+    def __init__(self, onnx_path: Path, threads: int, gpu: bool = False, profile_prefix: Path | None = None) -> None:
+        """``profile_prefix``: record ONNX Runtime's own per-node profile there (see ``bench/profile.py``)."""
         import onnxruntime as ort
 
         use_cuda = gpu and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -56,6 +57,9 @@ class OnnxRuntime(Runtime):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # the default
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
 

@@ -52,20 +52,25 @@ def classify(mod: tvm.IRModule) -> str:
     name = anchor.name_hint if anchor is not None else ""
     if "conv2d" in name.lower():
         data, weight = (tuple(int(d) for d in region.source.shape) for region in anchor.reads[:2])
-        if len(weight) == 4:
-            if "nhwc" in name.lower():  # data NHWC, weight OHWI
-                (out_channels, kh, kw, in_per_group), channels = weight, data[3]
-            else:  # data NCHW, weight OIHW
-                (out_channels, in_per_group, kh, kw), channels = weight, data[1]
-            if in_per_group == 1 and out_channels == channels > 1:
-                return "depthwise"
-            if kh == kw == 1:
-                return "pointwise"
-        return "conv"
+        if len(weight) != 4:
+            return "conv"
+        if "nhwc" in name.lower():  # data NHWC, weight OHWI
+            (out_channels, kh, kw, in_per_group), channels = weight, data[3]
+        else:  # data NCHW, weight OIHW
+            (out_channels, in_per_group, kh, kw), channels = weight, data[1]
+        return conv_kind(out_channels, in_per_group, kh, kw, channels)
     if "matmul" in name or "dense" in name:
         return "dense"
     return "other"
 
+
+def conv_kind(out_channels: int, in_per_group: int, kh: int, kw: int, channels: int) -> str:
+    """depthwise (one input channel per output channel), pointwise (1x1) or conv, from the weight's shape."""
+    if in_per_group == 1 and out_channels == channels > 1:
+        return "depthwise"
+    if kh == kw == 1:
+        return "pointwise"
+    return "conv"
 
 
 def model_tasks(name: str, spec: TargetSpec, weights=None) -> list[Task]:
