@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from models.errors import UserError
-from models.export import assert_close, export_model, load_onnx, onnxruntime_outputs, sample_input
+from models.export import assert_close, export_model, load_onnx, onnx_input_shape, onnxruntime_outputs, sample_input
 from models.registry import get_spec
 from schedules import database as db_files
 from schedules.compile import compile_onnx, export
@@ -25,6 +25,7 @@ class BuildResult:
     tuned: list[str]
     untuned: list[str]
     parity: str = "not checked"
+    tasks: list = field(default_factory=list)  # schedules.tasks.Task, one per distinct kernel
 
     def __str__(self) -> str:
         total = len(self.tuned) + len(self.untuned)
@@ -73,7 +74,7 @@ def compile_to_library(
     compiled = compile_onnx(proto, spec, database)
     library = export(compiled.executable, output, spec)
     result = BuildResult(library, onnx_path, spec, schedules_label(spec, database, schedules),
-                         compiled.tuned, compiled.untuned)
+                         compiled.tuned, compiled.untuned, tasks=compiled.tasks)
     if check and rpc is not None:
         from bench.runtimes import RemoteTvmRuntime
         from targets.rpc import request_session
@@ -92,8 +93,7 @@ def compile_to_library(
 
 def check_library(runtime, onnx_path: Path, proto: onnx.ModelProto) -> str:
     """Run the library (local, GPU or board) and compare with ONNX Runtime here on the seeded input."""
-    shape = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
-    x = sample_input(shape)
+    x = sample_input(onnx_input_shape(proto))
     actual = runtime.run(x)
     expected = onnxruntime_outputs(onnx_path, x)
     try:

@@ -238,7 +238,7 @@ def cmd_tune(args) -> int:
 def cmd_profile(args) -> int:
     from bench.runtimes import pin_threads
 
-    threads = args.threads or os.cpu_count()
+    threads = args.threads if args.threads is not None else os.cpu_count()
     if threads < 1 or args.runs < 1 or args.top < 1:
         raise UserError("--threads, --runs and --top must be positive")
     pin_threads(threads)  # before TVM's thread pool exists

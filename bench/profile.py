@@ -51,7 +51,7 @@ def ort_node_times(runtime, x: np.ndarray, runs: int) -> pd.DataFrame:
     """kernel (node), op, kind, calls and milliseconds per inference of every ONNX Runtime node.
 
     ``runtime`` is an ``OnnxRuntime`` made with a ``profile_prefix``; its profile ends here."""
-    for _ in range(runs):
+    for _ in range(1 + runs):  # a warm-up, as on TVM's side; the profiler records it too
         runtime.run(x)
     events = json.loads(Path(runtime.session.end_profiling()).read_text())
     rows, kinds = [], {}
@@ -65,7 +65,7 @@ def ort_node_times(runtime, x: np.ndarray, runs: int) -> pd.DataFrame:
         rows.append((kernel, event["dur"] * 1e-6))
     frame = pd.DataFrame(rows, columns=["kernel", "seconds"])
     frame["run"] = frame.groupby("kernel").cumcount()  # one call per node and inference
-    frame = frame[frame.run >= frame.run.max() + 1 - runs]  # the session's own warm-up runs drop out
+    frame = frame[frame.run >= frame.run.max() + 1 - runs]  # the warm-up drops out
     return _per_inference(frame).assign(kind=lambda f: f.kernel.map(kinds))
 
 
@@ -110,23 +110,19 @@ def profile_model(model: str, spec, threads: int, runs: int, schedules: Path | N
                   untuned: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Build (or reuse) the model's library and profile one input on both runtimes: by kind, TVM's
     kernels, and the schedules label."""
-    from bench.build import compile_to_library, resolve_onnx
+    from bench.build import compile_to_library
     from bench.harness import library_path
     from bench.runtimes import OnnxRuntime, TvmRuntime
-    from models.export import sample_input
-    from schedules.compile import import_onnx, lower
-    from schedules.tasks import extract_tasks
+    from models.export import load_onnx, onnx_input_shape, sample_input
 
-    onnx_path, proto = resolve_onnx(model)
     built = compile_to_library(model, spec, library_path(model, spec, untuned, None, schedules),
                                schedules=schedules, untuned=untuned)
-    tasks = extract_tasks(lower(import_onnx(proto), spec), spec)
-    x = sample_input(tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim))
+    x = sample_input(onnx_input_shape(load_onnx(built.onnx_path)))
     tvm_rt = TvmRuntime(built.library, "tvm", threads, str(spec.tvm_config()), built.schedules)
-    tvm_rt.run(x)
-    kernels = with_tasks(tvm_kernel_times(tvm_rt, x, runs), tasks)
+    tvm_rt.run(x)  # warm-up, before the hook
+    kernels = with_tasks(tvm_kernel_times(tvm_rt, x, runs), built.tasks)
     with tempfile.TemporaryDirectory(prefix="mnv2bench-ort-profile-") as tmp:
-        ort_rt = OnnxRuntime(onnx_path, threads, profile_prefix=Path(tmp) / "ort")
+        ort_rt = OnnxRuntime(built.onnx_path, threads, profile_prefix=Path(tmp) / "ort")
         nodes = ort_node_times(ort_rt, x, runs)
     return by_kind(kernels, nodes), kernels, built.schedules
 

@@ -113,6 +113,11 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def onnx_input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
+    """The first graph input's shape (0 where a dimension is dynamic)."""
+    return tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+
+
 def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Read and check a user-supplied ONNX file; a bad one is a one-line error, not a traceback."""
     path = Path(path)

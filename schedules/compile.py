@@ -30,12 +30,13 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
     """Import with the weights as constants (they fold into the kernels' neighbours and the library)."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from models.export import onnx_input_shape
+
     graph_input = model.graph.input[0]
     if input_shape is None:
-        dims = graph_input.type.tensor_type.shape.dim
-        if any(d.dim_value <= 0 for d in dims):
+        input_shape = onnx_input_shape(model)
+        if any(d <= 0 for d in input_shape):
             raise UserError(f"input {graph_input.name!r} has a dynamic shape; only fixed shapes are supported")
-        input_shape = tuple(d.dim_value for d in dims)
     try:
         mod = from_onnx(model, shape_dict={graph_input.name: list(input_shape)}, keep_params_in_input=False)
     except Exception as exc:
@@ -113,19 +114,21 @@ class CompiledModel:
     executable: relax.VMExecutable
     tuned: list[str]  # task names that found a record
     untuned: list[str]
+    tasks: list  # schedules.tasks.Task, one per distinct kernel
 
 
 def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None) -> CompiledModel:
     """The whole path: import, lower, apply the database (if any), build."""
-    from schedules.tasks import untuned_task_names
+    from schedules.tasks import extract_tasks, split_tuned
 
     lowered = lower(import_onnx(model), spec)
-    tuned, untuned = untuned_task_names(lowered, spec, database)
+    tasks = extract_tasks(lowered, spec)
+    tuned, untuned = split_tuned(tasks, database)
     executable = build(apply_schedules(lowered, spec, database), spec)
     if spec.is_gpu:
         from targets.cuda import cuda_source
 
         cuda_source(executable)  # raises when the kernels silently went to the host
-    return CompiledModel(executable, tuned, untuned)
+    return CompiledModel(executable, tuned, untuned, tasks)
 
 

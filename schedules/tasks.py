@@ -83,10 +83,10 @@ def model_tasks(name: str, spec: TargetSpec, weights=None) -> list[Task]:
     return extract_tasks(lower(import_onnx(onnx.load(export_model(name, weights))), spec), spec)
 
 
-def untuned_task_names(lowered: tvm.IRModule, spec: TargetSpec, database) -> tuple[list[str], list[str]]:
-    """Split the module's tasks into those with a measured record in ``database`` and the rest."""
+def split_tuned(tasks: list[Task], database) -> tuple[list[str], list[str]]:
+    """Names of the tasks with a measured record in ``database``, and of the rest."""
     tuned, untuned = [], []
-    for task in extract_tasks(lowered, spec):
+    for task in tasks:
         has_record = (
             database is not None
             and database.has_workload(task.mod)

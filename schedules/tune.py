@@ -1,8 +1,8 @@
 """MetaSchedule tuning for one target: evolutionary search guided by an XGBoost cost model.
 
 Tasks of all selected models are merged first (the shared backbone is tuned once) and tuned one at a
-time against the target's JSON database: untuned tasks first, then by where the time goes (each task's
-share of its models' measured time), which is also how a total budget is shared. That
+time against the target's JSON database. A total budget is shared by where the time goes (each task's
+share of its models' measured time); untuned tasks go first, then those furthest behind their share. That
 makes a run resumable at any point: every measured trial is appended to the database as it comes,
 and a re-run gives each task only the trials it still lacks.
 """
@@ -158,8 +158,8 @@ def tune(
     db_files.write_metadata(folder, spec, trials_per_task or 0, models)
     shares = time_shares(tasks, database)
     goals = allocate_trials(tasks, trials_per_task, total_trials, shares)
-    done = trials_done(database)
-    done = [done.get(structural_hash(t.task.mod), 0) for t in tasks]
+    done_by_workload = trials_done(database)
+    done = [done_by_workload.get(structural_hash(t.task.mod), 0) for t in tasks]
     todo = [(tasks[i], goals[i] - done[i]) for i in tuning_order(goals, done, shares)]
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
         f"{sum(n for _, n in todo)} trials to run -> {folder}")
