@@ -1,13 +1,13 @@
-"""CPU graph rewrites keep the ONNX semantics: the separable bilinear resize against ONNX Runtime."""
+"""CPU graph rewrites keep the ONNX semantics: the separable bilinear resize and the padded output channels, against ONNX Runtime."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from schedules.compile import compile_onnx, import_onnx, lower
+from schedules.compile import import_onnx, lower
+from schedules.rewrites import padded_channels
 from targets.registry import resolve_target
 
 
@@ -22,15 +22,21 @@ def resize_model(mode: str, out_hw: tuple[int, int]) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("mode", ["align_corners", "half_pixel", "pytorch_half_pixel", "asymmetric"])
 @pytest.mark.parametrize("out_hw", [(17, 29), (3, 4)])  # up and down
-def test_separable_resize_matches_onnxruntime(mode: str, out_hw: tuple[int, int]) -> None:
-    import onnxruntime as ort
-    import tvm
-    from tvm import relax
-
-    model, spec = resize_model(mode, out_hw), resolve_target("host")
-    lowered = lower(import_onnx(model), spec).script()
+def test_separable_resize_matches_onnxruntime(mode: str, out_hw: tuple[int, int], matches_onnxruntime) -> None:
+    model = resize_model(mode, out_hw)
+    lowered = lower(import_onnx(model), resolve_target("host")).script()
     assert "resize2d" not in lowered and "resize_rows" in lowered  # rewritten, not the generic kernel
-    x = np.random.default_rng(0).standard_normal((1, 3, 5, 7)).astype("float32")
-    vm = relax.VirtualMachine(compile_onnx(model, spec).executable, tvm.cpu())
-    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
-    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    matches_onnxruntime(model, (1, 3, 5, 7), atol=1e-6)
+
+
+@pytest.mark.parametrize(("channels", "padded"), [(273, 288), (546, 560), (127, 128), (96, 96), (24, 24), (21, 21)])
+def test_output_channels_are_padded_to_vectors_only_when_cheap(channels: int, padded: int) -> None:
+    assert padded_channels(channels) == padded
+
+
+def test_padded_head_computes_the_real_channels(conv_head, matches_onnxruntime) -> None:
+    model = conv_head(124)  # 124 -> 128
+    lowered = lower(import_onnx(model), resolve_target("host")).script()
+    assert "T.int64(128), T.int64(1), T.int64(1), T.int64(8)" in lowered  # the weights, padded (OHWI)
+    assert "strided_slice" in lowered  # the real channels cut back out
+    matches_onnxruntime(model, (1, 8, 5, 5))
