@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(p)
     p.add_argument("--models", nargs="+", default=["headline"], help="names or groups (default: headline)")
     p.add_argument("--trials-per-task", type=int, default=None, help="trials each task should reach")
-    p.add_argument("--trials", type=int, default=None, help="total budget, shared by each task's share of its models' time")
+    p.add_argument("--trials", type=int, default=None,
+                   help="total budget, shared by each task's share of its models' time")
     p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
     p.add_argument("--population", type=int, default=128, help="evolutionary search population")
     _rpc_options(p)

@@ -44,7 +44,6 @@ def test_gpu_keeps_nchw(imported) -> None:
     assert "NHWC" not in lower(imported, spec).script()
 
 
-
 def test_a_graphs_own_transpose_to_nhwc_leaves_no_copy_behind(conv_head, matches_onnxruntime) -> None:
     spec = resolve_target("host")
     model = conv_head(12)

@@ -1,4 +1,5 @@
-"""CPU graph rewrites keep the ONNX semantics: the separable bilinear resize and the padded output channels, against ONNX Runtime."""
+"""CPU graph rewrites keep the ONNX semantics (checked against ONNX Runtime): the separable bilinear
+resize and the padded output channels."""
 
 from __future__ import annotations
 
