@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=None,
                    help="total budget, shared by each task's share of its models' time")
     p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
+    p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
+                   help="tune only kernels of these kinds: depthwise, pointwise, conv, dense, other")
     p.add_argument("--population", type=int, default=128, help="evolutionary search population")
+    p.add_argument("--remeasure", type=int, default=None, metavar="K",
+                   help="instead of tuning: time the K best records of every workload again here, keep only "
+                        "those (what a shipped database holds)")
     _rpc_options(p)
     _schedule_options(p)
     p.set_defaults(func=cmd_tune)
@@ -199,13 +204,18 @@ def cmd_compile(args) -> int:
 
 def cmd_tune(args) -> int:
     from models.registry import resolve_names
-    from schedules.tasks import model_tasks
+    from schedules.tasks import KINDS, model_tasks
     from schedules.tune import RPCOptions, SearchOptions, TuningMeasuredNothing, merge_tasks, tune
 
+    if args.remeasure is not None:
+        return _remeasure(args)
     if args.trials_per_task is None and args.trials is None:
         raise UserError("give a budget: --trials-per-task N and/or --trials N")
     if any(n is not None and n < 1 for n in (args.trials_per_task, args.trials, args.max_tasks)):
         raise UserError("--trials, --trials-per-task and --max-tasks must be positive")
+    unknown = sorted(set(args.kinds or ()) - set(KINDS))
+    if unknown:
+        raise UserError(f"unknown kernel kind {', '.join(unknown)}; the kinds are {', '.join(KINDS)}")
     spec = _spec(args)
     rpc = _rpc(args, spec)
     if spec.is_gpu and rpc is None:
@@ -216,7 +226,8 @@ def cmd_tune(args) -> int:
                             "or give --rpc-tracker/--rpc-key of one")
     names = resolve_names(args.models)
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
-    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})[: args.max_tasks]
+    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
+    tasks = [t for t in tasks if args.kinds is None or t.task.kind in args.kinds][: args.max_tasks]
     if rpc is not None:
         from targets.rpc import free_boards
 
@@ -236,6 +247,18 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _remeasure(args) -> int:
+    from schedules.remeasure import remeasure
+    from schedules.tune import RPCOptions
+
+    spec = _spec(args)
+    rpc = _rpc(args, spec)
+    summary = remeasure(spec, args.remeasure, root=args.schedules, rpc=rpc and RPCOptions(*rpc),
+                        force=args.force_schedules)
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_profile(args) -> int:
     from bench.runtimes import pin_threads
 
@@ -243,7 +266,7 @@ def cmd_profile(args) -> int:
     if threads < 1 or args.runs < 1 or args.top < 1:
         raise UserError("--threads, --runs and --top must be positive")
     pin_threads(threads)  # before TVM's thread pool exists
-    from bench.profile import format_profile, profile_model
+    from bench.kernel_profile import format_profile, profile_model
     from targets.registry import resolve_target
 
     kinds, kernels, schedules = profile_model(args.model, resolve_target("host"), threads, args.runs,

@@ -83,8 +83,9 @@ def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | N
     from schedules.tune import trials_done
 
     database = None if untuned else db_files.open_database(spec, schedules)
-    trials = sum(trials_done(database).values()) if database is not None else 0
-    meta = {} if untuned else db_files.read_metadata(db_files.database_dir(spec, schedules)) or {}
+    folder = db_files.database_dir(spec, schedules)
+    trials = sum(trials_done(database, folder).values()) if database is not None else 0
+    meta = {} if untuned else db_files.read_metadata(folder) or {}
     frame = pd.DataFrame(rows).assign(
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), hardware=hardware_name(spec),
         threads=threads, database_trials=trials, tuning_runs=" | ".join(r["command"] for r in meta.get("runs", [])),

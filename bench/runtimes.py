@@ -48,7 +48,7 @@ class OnnxRuntime(Runtime):
     """ONNX Runtime with default optimisations; on a GPU target its CUDA provider when installed."""
 
     def __init__(self, onnx_path: Path, threads: int, gpu: bool = False, profile_prefix: Path | None = None) -> None:
-        """``profile_prefix``: record ONNX Runtime's own per-node profile there (see ``bench/profile.py``)."""
+        """``profile_prefix``: record ONNX Runtime's own per-node profile there (see ``bench/kernel_profile.py``)."""
         import onnxruntime as ort
 
         use_cuda = gpu and "CUDAExecutionProvider" in ort.get_available_providers()

@@ -21,6 +21,16 @@ def build_candidate(mod, target, _params):
     return tvm_build(mod, target=target)
 
 
+def use_threads(threads: int) -> None:
+    """Runner worker initializer: time every candidate on the threads the model will run on.
+
+    Unset, TVM's thread pool takes half of an x86 machine's cores (it assumes SMT siblings): one thread
+    on the 2-vCPU build machines, so the tuner ranked schedules for one core while the benchmarks run
+    the models on two. The pool reads the variable when it first starts, after this has run.
+    """
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+
+
 def export_shared_library(rt_mod, cross_compiler: str | None = None) -> str:
     """A shared library, so an RPC board can load it without a compiler of its own."""
     path = os.path.join(tempfile.mkdtemp(prefix="mnv2bench-candidate-"), "candidate.so")

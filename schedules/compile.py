@@ -47,9 +47,9 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
 def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
     """Convert the layout, legalise and fuse: every PrimFunc of the result is one tuning task."""
     from schedules.layout import convert_layout
-    from schedules.rewrites import pad_output_channels, separable_linear_resize
+    from schedules.rewrites import gather_rows_concat, pad_output_channels, separable_linear_resize
 
-    cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, pad_output_channels]
+    cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, pad_output_channels, gather_rows_concat]
     passes = [
         convert_layout(spec),
         *cpu_rewrites,

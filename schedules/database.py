@@ -141,13 +141,22 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models: list[str], new_run: bool = True) -> None:
-    """Record what the database was tuned with; written atomically, updated on every run."""
+def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models: list[str], new_run: bool = True,
+                   measured_on: str | None = None, pruned: dict[str, int] | None = None) -> None:
+    """Record what the database was tuned with; written atomically, updated on every run.
+
+    ``measured_on`` says where a new run times its trials (``local, 2 threads``, ``rpc:rpi4``);
+    ``pruned`` adds records dropped per workload (structural hash) to the counts kept so far.
+    """
     import tvm
 
     previous = read_metadata(folder) or {}
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    run = {"date": now, "command": "mnv2bench " + shlex.join(sys.argv[1:]), "trials_per_task": trials_per_task}
+    run = {"date": now, "command": "mnv2bench " + shlex.join(sys.argv[1:]), "trials_per_task": trials_per_task,
+           "measured_on": measured_on}
+    dropped = dict(previous.get("pruned", {}))
+    for key, count in (pruned or {}).items():
+        dropped[key] = dropped.get(key, 0) + count
     meta = {
         "target_key": spec.key,
         "target": target_config(spec),
@@ -159,10 +168,16 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
         "machine": {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
         "updated": now,
         "runs": previous.get("runs", []) + ([run] if new_run else []),
+        "pruned": dropped,
     }
     tmp = folder / f".{METADATA_FILE}.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, folder / METADATA_FILE)
+
+
+def pruned_counts(folder: Path) -> dict[str, int]:
+    """Records dropped from the database per workload (structural hash): trials spent, no longer kept."""
+    return (read_metadata(folder) or {}).get("pruned", {})
 
 
 def _llvm_version() -> str:

@@ -26,7 +26,7 @@ def schedules_report(target: str | None, models: list[str], root: Path | None = 
 def _target_report(spec, names: list[str], root: Path | None) -> dict:
     folder = db_files.database_dir(spec, root)
     database = db_files.open_database(spec, root, force=True)
-    counts = trials_done(database) if database is not None else {}
+    counts = trials_done(database, folder) if database is not None else {}
     tasks: dict[int, dict] = {}
     coverage = []
     for name in names:

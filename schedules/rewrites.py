@@ -16,6 +16,13 @@ output channels are its vector lanes only as far as their count allows. SSDLite'
 took 1.15 ms after as many with 288 channels. The rewrite gives such a convolution zero output
 channels up to a multiple of 16 (an AVX-512 vector of fp32, four of NEON's) when that adds at most an
 eighth to its work, and slices the real channels back out; the weights are padded once, at compile time.
+
+``gather_rows_concat``: SSDLite flattens each head's channels-last output into rows of box codes or
+class logits (``reshape(x, (1, -1, 91))``) and concatenates the six heads' rows. Fused, the reshapes
+unravel every output *element*'s flat index into (h, w, c) with divisions and remainders, and the
+tuned class-logit concat took 0.22 ms for 0.7 MB (an unscheduled build of the same graph, reshapes
+materialised, 0.05 ms on one thread). The rewrite computes the source position once per *row* of
+``k`` channels, which are then one contiguous copy (0.03 ms unscheduled).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 _RESIZE = tvm.ir.Op.get("relax.image.resize2d")
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
+_CONCAT = tvm.ir.Op.get("relax.concat")
+_RESHAPE = tvm.ir.Op.get("relax.reshape")
 _MODES = ("align_corners", "half_pixel", "pytorch_half_pixel", "asymmetric")
 
 
@@ -160,3 +169,74 @@ def _dense_channels_last(call) -> bool:
 @tvm.transform.module_pass(opt_level=0, name="PadOutputChannels")
 def pad_output_channels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewrite_functions(mod, _PadOutputChannels(mod))
+
+
+def gather_rows(*inputs, k: int):
+    """TE: ``concat([reshape(x, (1, -1, k)) for x in inputs], axis=1)`` for inputs (1, ..., C) whose last
+    dimension is a multiple of ``k``: the index arithmetic is done per output row, not per element."""
+    from tvm import te
+
+    ends = list(np.cumsum([_static_size(x.shape[1:]) // k for x in inputs]))
+    starts = [0, *ends[:-1]]
+
+    def source(x, local, j):
+        *spatial, channels = (int(d) for d in x.shape[1:])
+        groups = channels // k  # rows per spatial position
+        rest, index = local // groups, []
+        for size in reversed(spatial[1:]):
+            index.insert(0, rest % size)
+            rest = rest // size
+        return x[(0, rest, *index, local % groups * k + j)]
+
+    def row(n, r, j):
+        value = source(inputs[-1], r - starts[-1], j)
+        for x, start, end in reversed(list(zip(inputs[:-1], starts[:-1], ends[:-1]))):
+            value = te.if_then_else(r < end, source(x, r - start, j), value)
+        return value
+
+    return te.compute((1, int(ends[-1]), k), row, name="gather_rows")
+
+
+def _static_size(shape) -> int:
+    return int(np.prod([int(d) for d in shape]))
+
+
+@mutator
+class _GatherRowsConcat(PyExprMutator):
+    """``concat([reshape(x_i, (1, rows_i, k))], axis=1)`` -> ``gather_rows(x_i)``."""
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if call.op != _CONCAT or int(call.attrs.axis) != 1 or not _static_rows(call):
+            return call
+        parts = call.args[0]
+        parts = self.lookup_binding(parts) if isinstance(parts, relax.Var) else parts
+        if not isinstance(parts, relax.Tuple):
+            return call
+        k = int(call.ty.shape[2])
+        sources = [self._reshaped(part, k) for part in parts.fields]
+        if any(x is None for x in sources):
+            return call
+        return self.builder_.call_te(gather_rows, *sources, k=k, primfunc_name_hint="gather_rows")
+
+    def _reshaped(self, part, k: int):
+        """What ``part`` reshapes into rows of ``k``, if it is such a reshape of a (1, ..., C) tensor."""
+        bound = self.lookup_binding(part) if isinstance(part, relax.Var) else None
+        if not isinstance(bound, relax.Call) or bound.op != _RESHAPE:
+            return None
+        x = bound.args[0]
+        shape = getattr(x.ty, "shape", None)
+        if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape) or int(shape[0]) != 1:
+            return None
+        return x if len(shape) >= 3 and int(shape[-1]) % k == 0 else None
+
+
+def _static_rows(call) -> bool:
+    shape = getattr(call.ty, "shape", None)
+    return (shape is not None and len(shape) == 3 and all(isinstance(d, tvm.tirx.IntImm) for d in shape)
+            and int(shape[0]) == 1)
+
+
+@tvm.transform.module_pass(opt_level=0, name="GatherRowsConcat")
+def gather_rows_concat(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    return relax.transform.DeadCodeElimination()(rewrite_functions(mod, _GatherRowsConcat(mod)))

@@ -10,6 +10,7 @@ and a re-run gives each task only the trials it still lacks.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm_ffi import structural_hash
 
 from schedules import database as db_files
-from schedules.builder import alloc_arguments_from_host, build_candidate, export_shared_library
+from schedules.builder import alloc_arguments_from_host, build_candidate, export_shared_library, use_threads
 from schedules.tasks import Task
 from targets.registry import TargetSpec
 
@@ -120,9 +121,10 @@ def tuning_order(goals: list[int], done: list[int], shares: list[float]) -> list
     return sorted(short, key=lambda i: (done[i] > 0, done[i] / goals[i], -shares[i]))
 
 
-def trials_done(database) -> dict[int, int]:
-    """Trials already in the database per workload (structural hash), failed ones included."""
-    counts: dict[int, int] = {}
+def trials_done(database, folder: Path | None = None) -> dict[int, int]:
+    """Trials spent per workload (structural hash), failed ones included: the records in the database
+    plus those ``--remeasure`` dropped from it (counted in the folder's metadata)."""
+    counts = {int(key): n for key, n in db_files.pruned_counts(folder).items()} if folder else {}
     for record in database.get_all_tuning_records():
         key = structural_hash(record.workload.mod)
         counts[key] = counts.get(key, 0) + 1
@@ -155,22 +157,22 @@ def tune(
     """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run."""
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
-    db_files.write_metadata(folder, spec, trials_per_task or 0, models)
+    db_files.write_metadata(folder, spec, trials_per_task or 0, models, measured_on=measured_on(spec, rpc))
     shares = time_shares(tasks, database)
     goals = allocate_trials(tasks, trials_per_task, total_trials, shares)
-    done_by_workload = trials_done(database)
+    done_by_workload = trials_done(database, folder)
     done = [done_by_workload.get(structural_hash(t.task.mod), 0) for t in tasks]
     todo = [(tasks[i], goals[i] - done[i]) for i in tuning_order(goals, done, shares)]
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
         f"{sum(n for _, n in todo)} trials to run -> {folder}")
+    builder, runner = builder or make_builder(spec), make_runner(spec, rpc)
     bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
     measured = 0
     start = time.time()
     try:
         for index, (entry, trials) in enumerate(todo, start=1):
             bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
-            measured += _tune_one(spec, entry.task, trials, database, builder or _builder(spec), _runner(rpc),
-                                  search, bar)
+            measured += _tune_one(spec, entry.task, trials, database, builder, runner, search, bar)
             best = best_latency_s(database, entry.task.mod)
             log_line = f"[{index}/{len(todo)}] {entry.task.kind:9s} {entry.task.name}: {trials} trials"
             if best:
@@ -224,7 +226,7 @@ def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: 
     return progress.valid
 
 
-def _builder(spec: TargetSpec):
+def make_builder(spec: TargetSpec):
     from tvm.s_tir import meta_schedule as ms
 
     return ms.builder.LocalBuilder(
@@ -234,12 +236,23 @@ def _builder(spec: TargetSpec):
     )
 
 
-def _runner(rpc: RPCOptions | None):
+def local_threads(spec: TargetSpec) -> int:
+    """Threads a candidate is timed on here: the target's cores, all of this machine's by default."""
+    return spec.num_cores or os.cpu_count() or 1
+
+
+def measured_on(spec: TargetSpec, rpc: RPCOptions | None) -> str:
+    """Where a run's trials are timed, for the metadata: records timed differently don't compare."""
+    return f"rpc:{rpc.key}" if rpc else f"local, {local_threads(spec)} threads"
+
+
+def make_runner(spec: TargetSpec, rpc: RPCOptions | None = None):
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
     if rpc is None:
-        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60)
+        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60,
+                                     initializer=partial(use_threads, local_threads(spec)))
     from targets.rpc import parse_tracker
 
     host, port = parse_tracker(rpc.tracker)

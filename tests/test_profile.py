@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.profile import by_kind, ort_kind
+from bench.kernel_profile import by_kind, ort_kind
 
 TINY = "mobilenet_v2_0.35_96"
 

@@ -41,3 +41,32 @@ def test_padded_head_computes_the_real_channels(conv_head, matches_onnxruntime) 
     assert "T.int64(128), T.int64(1), T.int64(1), T.int64(8)" in lowered  # the weights, padded (OHWI)
     assert "strided_slice" in lowered  # the real channels cut back out
     matches_onnxruntime(model, (1, 8, 5, 5))
+
+
+def heads_model(k: int) -> onnx.ModelProto:
+    """Two SSD-style heads on maps of 5 x 5 and 3 x 3 (stride 2): conv, NCHW -> NHWC, rows of ``k``, concat."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((c, 8, 1, 1)).astype("float32"), f"w{i}")
+               for i, c in enumerate((3 * k, 2 * k))]
+    rows = numpy_helper.from_array(np.array([1, -1, k], dtype="int64"), "rows")
+    nodes = []
+    for i, stride in enumerate((1, 2)):
+        nodes += [helper.make_node("Conv", ["x", f"w{i}"], [f"conv{i}"], strides=[stride, stride]),
+                  helper.make_node("Transpose", [f"conv{i}"], [f"nhwc{i}"], perm=[0, 2, 3, 1]),
+                  helper.make_node("Reshape", [f"nhwc{i}", "rows"], [f"rows{i}"])]
+    nodes.append(helper.make_node("Concat", ["rows0", "rows1"], ["y"], axis=1))
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 75 + 18, k])],
+                              [*weights, rows])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_head_rows_are_gathered_without_per_element_index_arithmetic(k: int, matches_onnxruntime) -> None:
+    model = heads_model(k)
+    lowered = lower(import_onnx(model), resolve_target("host")).script()
+    assert "gather_rows" in lowered and "concatenate" not in lowered
+    matches_onnxruntime(model, (1, 8, 5, 5))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -18,11 +19,13 @@ from models.errors import UserError
 from schedules import database as db_files
 from schedules.tasks import model_tasks
 from schedules.tasks import Task
+from schedules.remeasure import _compact
 from schedules.tune import (
     SearchOptions,
     TuningMeasuredNothing,
     TuningTask,
     allocate_trials,
+    make_runner,
     merge_tasks,
     time_shares,
     tune,
@@ -195,3 +198,74 @@ def test_tuning_that_measures_nothing_fails_loudly(host, tmp_path) -> None:
     with pytest.raises(TuningMeasuredNothing, match="tuning measured nothing: all 8 candidates"):
         tune(host, tasks, [TINY], trials_per_task=8, root=tmp_path, builder=broken,
              search=SearchOptions(population_size=32), log=lambda *_: None)
+
+
+def test_runner_times_candidates_on_the_targets_cores(host) -> None:
+    # Left alone, TVM's pool takes half of an x86 machine's cores: one thread on a 2-vCPU machine.
+    for cores in {1, host.num_cores}:
+        runner = make_runner(replace(host, num_cores=cores))
+        worker_threads = runner.pool.submit(lambda: __import__("tvm").get_global_func("runtime.NumThreads")())
+        assert worker_threads.result() == cores
+
+
+def best_traces(recs: list, keep: int) -> set[str]:
+    """The traces of each workload's ``keep`` fastest records, compacted as the database keeps them."""
+    by_workload: dict[int, list] = {}
+    for workload, (trace, secs, *_) in recs:
+        by_workload.setdefault(workload, []).append((sum(secs) / len(secs), json.dumps(_compact(trace))))
+    return {trace for rows in by_workload.values() for _, trace in sorted(rows)[:keep]}
+
+
+@pytest.mark.slow
+def test_remeasure_keeps_the_best_records_retimed(tuned, cli, host, tmp_path) -> None:
+    root = copy_of_tuned_database(tuned, host, tmp_path / "kept")
+    folder = db_files.database_dir(host, root)
+    workloads_before = (folder / db_files.WORKLOAD_FILE).read_bytes()
+    before = records(root, host)
+    result = cli("tune", "--remeasure", "2", "--schedules", root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = records(root, host)
+    assert json.loads(result.stdout.splitlines()[-1])["records_kept"] == len(after) <= 4
+    assert {json.dumps(trace) for _, (trace, *_) in after} == best_traces(before, 2)
+    assert not {tuple(secs) for _, (_, secs, *_) in after} & {tuple(secs) for _, (_, secs, *_) in before}  # re-timed
+    assert (folder / db_files.WORKLOAD_FILE).read_bytes() == workloads_before
+    meta = db_files.read_metadata(folder)
+    assert meta["runs"][-1]["command"].endswith(f"--remeasure 2 --schedules {root}")
+    assert meta["runs"][-1]["measured_on"] == f"local, {host.num_cores} threads"
+    assert sum(meta["pruned"].values()) == len(before) - len(after)
+    again = cli(*TUNE, "--schedules", root)  # the dropped records still count as trials spent
+    assert again.returncode == 0 and "2 already tuned; 0 trials to run" in again.stdout, again.stdout
+    built = cli("compile", TINY, "-o", tmp_path / "lib.so", "--schedules", root)
+    assert built.returncode == 0 and "parity with ONNX Runtime: ok" in built.stdout, built.stderr[-2000:]
+    assert "2/" in built.stdout and "tasks tuned" in built.stdout
+
+
+def test_remeasure_without_a_database_is_an_error(cli, tmp_path) -> None:
+    result = cli("tune", "--remeasure", "4", "--schedules", tmp_path)
+    assert result.returncode == 2 and "nothing tuned for" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shipped_databases_keep_a_few_records_per_workload_each_timed_as_stated() -> None:
+    """What the repository ships is pruned by --remeasure: every trial ever measured would not fit."""
+    for key in db_files.known_keys():
+        folder = db_files.schedules_root() / key
+        with (folder / db_files.RECORD_FILE).open() as lines:
+            per_workload = Counter(line.split(",", 1)[0] for line in lines if line.strip())
+        assert max(per_workload.values()) <= 8, key
+        assert all(run.get("measured_on") for run in db_files.read_metadata(folder)["runs"]), key
+
+
+@pytest.mark.slow
+def test_kinds_limits_tuning_to_those_kernels(cli, host, tmp_path) -> None:
+    tuned = cli("tune", "--models", TINY, "--kinds", "depthwise", "--max-tasks", "1", "--trials-per-task", "8",
+                "--population", "32", "--schedules", tmp_path)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    report = cli("schedules", host.key, "--models", TINY, "--schedules", tmp_path, "--json")
+    (entry,) = json.loads(report.stdout)
+    assert [t["kind"] for t in entry["tasks"] if t["best_ms"] is not None] == ["depthwise"]
+
+
+def test_unknown_kind_is_refused(cli) -> None:
+    result = cli("tune", "--kinds", "depthwise", "winograd", "--trials", "8")
+    assert result.returncode == 2 and "unknown kernel kind winograd" in result.stderr
+    assert "Traceback" not in result.stderr

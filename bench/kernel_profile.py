@@ -1,5 +1,8 @@
 """Where one inference spends its time: TVM's kernels beside ONNX Runtime's nodes, by kernel kind.
 
+(Not ``profile.py``: ``python bench/perf_vs_ort.py`` puts ``bench/`` first on ``sys.path``, where that
+name hid the standard library's ``profile``, which ``cProfile`` and so ``torch.onnx.export`` import.)
+
     mnv2bench profile MODEL [--threads N] [--runs 30] [--top 15]
 
 Each side is read from the runtime's own per-kernel view of the same input on the same threads: the

@@ -1,0 +1,128 @@
+"""Re-time the best records of a database on today's runner and keep only those.
+
+Two reasons to do this. Records timed by a different runner rank schedules for the wrong machine: the
+runs before ``builder.use_threads`` timed every trial on one thread while the models run on two, so
+their best records are not the best on two. And a database grows by every trial it ever measured
+(about 15 kB each, most of it the layout-rewrite maps in the traces), while compiling reads one record
+per workload and the search seeds from a few: a shipped database keeps the K best of each workload.
+
+The workload file is left as it is; the new record file is staged beside the old one and replaces it
+in one ``os.replace`` at the end, so an interrupted or failed run leaves the old database whole. The
+records dropped are counted per workload in the metadata, so the trials spent on a task still show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm import tqdm
+from tvm_ffi import structural_hash
+
+from models.errors import UserError
+from schedules import database as db_files
+from schedules.tune import RPCOptions, make_builder, make_runner, measured_on
+from targets.registry import TargetSpec
+
+STAGING = ".remeasure"
+
+
+def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOptions | None = None,
+              force: bool = False) -> dict:
+    """Keep the ``keep`` best records of every workload, re-timed; returns a summary."""
+    if keep < 1:
+        raise UserError("--remeasure needs a positive number of records to keep per workload")
+    database = db_files.open_database(spec, root, force=force)
+    if database is None:
+        raise UserError(f"nothing tuned for {spec.key} yet: no database in {db_files.database_dir(spec, root)}")
+    folder = db_files.database_dir(spec, root)
+    staging = folder / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        shutil.copyfile(folder / db_files.WORKLOAD_FILE, staging / db_files.WORKLOAD_FILE)
+        kept, dropped = _remeasure_into(spec, database, staging, keep, rpc)
+        compact_record_file(staging / db_files.RECORD_FILE)
+        os.replace(staging / db_files.RECORD_FILE, folder / db_files.RECORD_FILE)
+        db_files.write_metadata(folder, spec, 0, [], measured_on=measured_on(spec, rpc), pruned=dropped)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"workloads": len(kept), "records_kept": sum(kept.values()), "records_dropped": sum(dropped.values()),
+            "database": str(folder)}
+
+
+def _remeasure_into(spec, database, staging: Path, keep: int, rpc) -> tuple[dict[str, int], dict[str, int]]:
+    """Time the best ``keep`` records of each workload again, committing them to a database in
+    ``staging``. Returns records kept and records dropped per workload (structural hash, as text)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    target = spec.tvm_target()
+    builder, runner = make_builder(spec), make_runner(spec, rpc)
+    fresh = ms.database.JSONDatabase(path_workload=str(staging / db_files.WORKLOAD_FILE),
+                                     path_tuning_record=str(staging / db_files.RECORD_FILE), allow_missing=True)
+    by_workload = defaultdict(list)
+    for record in database.get_all_tuning_records():
+        by_workload[str(structural_hash(record.workload.mod))].append(record)
+    kept, dropped = {}, {}
+    for key, records in tqdm(by_workload.items(), unit="workload", desc="re-timing", dynamic_ncols=True):
+        best = database.get_top_k(records[0].workload, keep)
+        times = _measure(best, target, builder, runner)
+        workload = fresh.commit_workload(records[0].workload.mod)
+        for record, secs in zip(best, times):
+            if secs:
+                fresh.commit_tuning_record(ms.database.TuningRecord(
+                    record.trace, workload, secs, target, record.args_info))
+        kept[key] = sum(1 for secs in times if secs)
+        if best and not kept[key]:
+            raise UserError(f"none of the {len(best)} best records of a workload ran again "
+                            f"({records[0].workload.mod.get_global_vars()[0].name_hint}); database left as it was")
+        dropped[key] = len(records) - kept[key]
+    return kept, dropped
+
+
+def _measure(records, target, builder, runner) -> list[list[float] | None]:
+    """Build and time each record's schedule; None where it no longer builds or runs."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    if not records:
+        return []
+    candidates = [r.as_measure_candidate() for r in records]
+    built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for c in candidates])
+    times: list[list[float] | None] = [None] * len(records)
+    runnable = [i for i, b in enumerate(built) if b.error_msg is None]
+    device = tvm.runtime.Device._DEVICE_TYPE_TO_NAME[target.get_target_device_type()]  # "cpu", "cuda"
+    futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device, candidates[i].args_info)
+                          for i in runnable])
+    for i, future in zip(runnable, futures):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            times[i] = [float(s) for s in result.run_secs]
+    return times
+
+
+def compact_record_file(path: Path) -> None:
+    """Rewrite the JSON embedded in trace attributes without indentation.
+
+    MetaSchedule stores each layout-rewrite index map as pretty-printed TVM JSON inside a string; the
+    indentation is most of a record's size, and TVM parses the compact form alike."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with path.open() as src, tmp.open("w") as dst:
+        for line in src:
+            if line.strip():
+                dst.write(json.dumps(_compact(json.loads(line)), separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def _compact(value):
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if isinstance(value, str) and value.startswith("{\n"):
+        try:
+            return json.dumps(json.loads(value), separators=(",", ":"))
+        except ValueError:
+            return value
+    return value
