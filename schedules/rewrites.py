@@ -102,7 +102,7 @@ class _SeparableLinearResize(PyExprMutator):
 
 def _supported(call) -> bool:
     attrs, data = call.attrs, call.args[0]
-    shape = getattr(data.ty, "shape", None)
+    shape = _static_shape(data)
     return (
         str(attrs.method) == "linear"
         and str(attrs.layout) == "NCHW"
@@ -111,10 +111,17 @@ def _supported(call) -> bool:
         and str(data.ty.dtype) == "float32"
         and shape is not None
         and len(shape) == 4
-        and all(isinstance(d, tvm.tirx.IntImm) for d in shape)
         and isinstance(call.args[1], relax.ShapeExpr)
         and all(isinstance(d, tvm.tirx.IntImm) for d in call.args[1].values)
     )
+
+
+def _static_shape(expr) -> list[int] | None:
+    """The tensor's shape as ints, or None where it is unknown or symbolic."""
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
 
 
 def rewrite_functions(mod: tvm.IRModule, rewriter: PyExprMutator) -> tvm.IRModule:
@@ -207,13 +214,16 @@ class _GatherRowsConcat(PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if call.op != _CONCAT or int(call.attrs.axis) != 1 or not _static_rows(call):
+        if call.op != _CONCAT or int(call.attrs.axis) != 1:
+            return call
+        shape = _static_shape(call)
+        if shape is None or len(shape) != 3 or shape[0] != 1:
             return call
         parts = call.args[0]
         parts = self.lookup_binding(parts) if isinstance(parts, relax.Var) else parts
         if not isinstance(parts, relax.Tuple):
             return call
-        k = int(call.ty.shape[2])
+        k = shape[2]
         sources = [self._reshaped(part, k) for part in parts.fields]
         if any(x is None for x in sources):
             return call
@@ -225,16 +235,8 @@ class _GatherRowsConcat(PyExprMutator):
         if not isinstance(bound, relax.Call) or bound.op != _RESHAPE:
             return None
         x = bound.args[0]
-        shape = getattr(x.ty, "shape", None)
-        if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape) or int(shape[0]) != 1:
-            return None
-        return x if len(shape) >= 3 and int(shape[-1]) % k == 0 else None
-
-
-def _static_rows(call) -> bool:
-    shape = getattr(call.ty, "shape", None)
-    return (shape is not None and len(shape) == 3 and all(isinstance(d, tvm.tirx.IntImm) for d in shape)
-            and int(shape[0]) == 1)
+        shape = _static_shape(x)
+        return x if shape is not None and len(shape) >= 3 and shape[0] == 1 and shape[-1] % k == 0 else None
 
 
 @tvm.transform.module_pass(opt_level=0, name="GatherRowsConcat")
