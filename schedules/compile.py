@@ -86,6 +86,10 @@ def apply_schedules(mod: tvm.IRModule, spec: TargetSpec, database=None) -> tvm.I
                     relax.transform.SplitLayoutRewritePreproc(),
                     relax.transform.LiftTransformParams(),
                     relax.transform.FoldConstant(),
+                    # The folded weights arrive as a tuple of constants per kernel, built and unpacked
+                    # by the VM on every run (about 500 instructions for SSDLite): pass them directly.
+                    relax.transform.CanonicalizeBindings(),
+                    relax.transform.DeadCodeElimination(),
                 ]
             )(mod)
     return mod

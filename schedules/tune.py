@@ -25,6 +25,7 @@ from tvm_ffi import structural_hash
 
 from schedules import database as db_files
 from schedules.builder import alloc_arguments_from_host, build_candidate, export_shared_library, use_threads
+from schedules.evaluator import run_as_in_model
 from schedules.tasks import Task
 from targets.registry import TargetSpec
 
@@ -243,7 +244,10 @@ def local_threads(spec: TargetSpec) -> int:
 
 def measured_on(spec: TargetSpec, rpc: RPCOptions | None) -> str:
     """Where a run's trials are timed, for the metadata: records timed differently don't compare."""
-    return f"rpc:{rpc.key}" if rpc else f"local, {local_threads(spec)} threads"
+    if rpc:
+        return f"rpc:{rpc.key}"
+    caches = "" if spec.is_gpu else ", caches as in the model"
+    return f"local, {local_threads(spec)} threads{caches}"
 
 
 def make_runner(spec: TargetSpec, rpc: RPCOptions | None = None):
@@ -252,7 +256,8 @@ def make_runner(spec: TargetSpec, rpc: RPCOptions | None = None):
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
     if rpc is None:
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60,
-                                     initializer=partial(use_threads, local_threads(spec)))
+                                     initializer=partial(use_threads, local_threads(spec)),
+                                     f_run_evaluator=None if spec.is_gpu else run_as_in_model)
     from targets.rpc import parse_tracker
 
     host, port = parse_tracker(rpc.tracker)

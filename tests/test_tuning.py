@@ -132,6 +132,17 @@ def test_schedules_report_and_compile_apply_the_database(tuned, cli, host, tmp_p
 
 
 @pytest.mark.slow
+def test_prepacked_weights_reach_their_kernels_as_constants(tuned, host) -> None:
+    """No tuple of weights built and unpacked by the VM around every kernel on every run."""
+    from bench.build import resolve_onnx
+    from schedules.compile import compile_onnx
+
+    compiled = compile_onnx(resolve_onnx(TINY)[1], host, db_files.open_database(host, tuned[0]))
+    vm_code = compiled.executable.as_text()
+    assert "_prepacked" in vm_code  # the tuned kernels took pre-packed weights
+    assert "vm.builtin.make_tuple" not in vm_code and "vm.builtin.tuple_getitem" not in vm_code
+
+
 def test_foreign_database_is_refused_unless_forced(tuned, cli, host, tmp_path) -> None:
     foreign = copy_of_tuned_database(tuned, host, tmp_path / "foreign")
     meta_path = foreign / host.key / db_files.METADATA_FILE
@@ -208,6 +219,26 @@ def test_runner_times_candidates_on_the_targets_cores(host) -> None:
         assert worker_threads.result() == cores
 
 
+def test_cpu_candidates_are_timed_as_in_the_model(host) -> None:
+    """The evaluator runs the kernel it is given, on the arguments it is given, and leaves them intact."""
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    from schedules.evaluator import CALLS, run_as_in_model
+
+    assert make_runner(host).f_run_evaluator is run_as_in_model
+    data = te.placeholder((64, 64), "float32", name="data")
+    kernel = tvm.compile(te.create_prim_func([data, te.compute((64, 64), lambda i, j: data[i, j] * 2.0)]),
+                         target=host.tvm_target())
+    x = np.random.default_rng(0).standard_normal((64, 64)).astype("float32")
+    args = [tvm.runtime.tensor(x), tvm.runtime.empty((64, 64), "float32")]
+    costs = run_as_in_model(kernel, tvm.cpu(), None, [args])
+    assert len(costs) == CALLS and all(0 < c < 1 for c in costs)
+    np.testing.assert_array_equal(args[0].numpy(), x)
+    np.testing.assert_array_equal(args[1].numpy(), 2 * x)
+
+
 def best_traces(recs: list, keep: int) -> set[str]:
     """The traces of each workload's ``keep`` fastest records, compacted as the database keeps them."""
     by_workload: dict[int, list] = {}
@@ -231,7 +262,7 @@ def test_remeasure_keeps_the_best_records_retimed(tuned, cli, host, tmp_path) ->
     assert (folder / db_files.WORKLOAD_FILE).read_bytes() == workloads_before
     meta = db_files.read_metadata(folder)
     assert meta["runs"][-1]["command"].endswith(f"--remeasure 2 --schedules {root}")
-    assert meta["runs"][-1]["measured_on"] == f"local, {host.num_cores} threads"
+    assert meta["runs"][-1]["measured_on"] == f"local, {host.num_cores} threads, caches as in the model"
     assert sum(meta["pruned"].values()) == len(before) - len(after)
     again = cli(*TUNE, "--schedules", root)  # the dropped records still count as trials spent
     assert again.returncode == 0 and "2 already tuned; 0 trials to run" in again.stdout, again.stdout
