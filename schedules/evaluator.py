@@ -4,15 +4,16 @@ MetaSchedule's default evaluator runs a candidate back to back on the same buffe
 output and weights sit in cache and every schedule is ranked by its hot-cache speed. Inside a model
 each kernel meets other conditions: the caches are full of the dirty activations of the layers
 before it, its input was just written by its producer, and its output goes to memory that is not in
-cache. There, schedules that were within a few percent of each other hot differ by up to 1.6x, and
-the hot winner is often not the in-model winner. Measured on SSDLite's 160x160 depthwise kernel
-(2 threads, znver4): 0.16 ms in a hot loop, 0.44 ms in the model, 0.45 ms with this evaluator; the
-eighth-best record by hot time took 0.28 ms here.
+cache. There, schedules within 25 % of each other hot differ by nearly 2x, and the hot winner is
+often not the in-model one. Measured on SSDLite's 160x160 depthwise kernel (2 threads, znver4): 0.16
+ms in a hot loop, 0.44 ms in the model, 0.40-0.45 ms with this evaluator, where another of the eight
+best records by hot time took 0.22 ms.
 
 So each call is timed after TVM's own thread pool has (1) copied one buffer the size of the
 last-level cache into another and (2) rewritten the kernel's first argument (its data input): the
 caches hold dirty lines that must be written back, the input is fresh, and the pool's threads are
-awake as they are between two kernels of a model. The functions run in the runner's worker process (importable by reference).
+awake as they are between two kernels of a model. These functions run in the runner's worker
+process, which imports them by reference.
 """
 
 from __future__ import annotations
