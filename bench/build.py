@@ -12,7 +12,9 @@ from models.errors import UserError
 from models.export import assert_close, export_model, load_onnx, onnx_input_shape, onnxruntime_outputs, sample_input
 from models.registry import get_spec
 from schedules import database as db_files
-from schedules.compile import compile_onnx, export
+from schedules.pipeline.compile import compile_onnx, export
+from schedules.pipeline.coverage import Coverage
+from schedules.search.transfer import Source, sources_from
 from targets.registry import TargetSpec, detect_gpu_arch
 
 
@@ -21,20 +23,21 @@ class BuildResult:
     library: Path
     onnx_path: Path
     spec: TargetSpec
-    schedules: str  # "<key>@<hash>" or "untuned"
-    tuned: list[str]
-    untuned: list[str]
+    schedules: str  # "<key>@<hash>", "<key>@<hash> + transfers from <key>@<hash>", or "untuned"
+    coverage: Coverage
     parity: str = "not checked"
     tasks: list = field(default_factory=list)  # schedules.tasks.Task, one per distinct kernel
 
     def __str__(self) -> str:
-        total = len(self.tuned) + len(self.untuned)
         lines = [
             f"wrote {self.library} for {self.spec.key} ({self.spec.tvm_config()})",
-            f"schedules: {self.schedules}; {len(self.tuned)}/{total} tasks tuned",
+            f"schedules: {self.schedules}; {self.coverage.summary()}",
         ]
-        if self.untuned and self.schedules != "untuned":
-            lines.append("ran untuned (default schedules): " + ", ".join(self.untuned))
+        if self.coverage.transferred:
+            lines.append(f"transferred (replayed from {', '.join(self.coverage.sources())}): "
+                         + ", ".join(self.coverage.transferred))
+        if self.coverage.default:
+            lines.append("default schedules: " + ", ".join(self.coverage.default))
         lines.append(f"parity with ONNX Runtime: {self.parity}")
         return "\n".join(lines)
 
@@ -51,10 +54,20 @@ def resolve_onnx(model: str, weights: Path | None = None) -> tuple[Path, onnx.Mo
     return exported, onnx.load(str(exported))
 
 
-def schedules_label(spec: TargetSpec, database, root: Path | None) -> str:
-    if database is None:
-        return "untuned"
-    return f"{spec.key}@{db_files.content_hash(db_files.database_dir(spec, root))}"
+def schedule_databases(spec: TargetSpec, root: Path | None, force: bool = False) -> tuple[object, list[Source], str]:
+    """The target's own database (or None), the tuned workloads transfers may draw from (its own and
+    those of the other databases of its architecture), and a label that names them all."""
+    database = db_files.open_database(spec, root, force=force)
+    sources, labels = [], []
+    for key in db_files.same_architecture(spec, root):
+        donor = database if key == spec.key and database is not None else db_files.open_by_key(key, root)
+        sources += sources_from(donor, key)
+        labels.append(f"{key}@{db_files.content_hash((root or db_files.schedules_root()) / key)}")
+    if database is None and not labels:
+        return None, [], "untuned"
+    own = labels.pop(0) if database is not None else None
+    donors = f"transfers from {', '.join(labels)}" if labels else ""
+    return database, sources, " + ".join(label for label in (own, donors) if label)
 
 
 def compile_to_library(
@@ -68,13 +81,12 @@ def compile_to_library(
     untuned: bool = False,
     rpc: tuple[str, str] | None = None,
 ) -> BuildResult:
-    """Compile with the target's database (unless ``untuned``), export, and check the library."""
+    """Compile with the target's database and transfers (unless ``untuned``), export, check the library."""
     onnx_path, proto = resolve_onnx(model, weights)
-    database = None if untuned else db_files.open_database(spec, schedules, force=force)
-    compiled = compile_onnx(proto, spec, database)
+    database, sources, label = (None, [], "untuned") if untuned else schedule_databases(spec, schedules, force)
+    compiled = compile_onnx(proto, spec, database, sources)
     library = export(compiled.executable, output, spec)
-    result = BuildResult(library, onnx_path, spec, schedules_label(spec, database, schedules),
-                         compiled.tuned, compiled.untuned, tasks=compiled.tasks)
+    result = BuildResult(library, onnx_path, spec, label, compiled.coverage, tasks=compiled.tasks)
     if check and rpc is not None:
         from bench.runtimes import RemoteTvmRuntime
         from targets.rpc import request_session

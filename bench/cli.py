@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
                    help="tune only kernels of these kinds: depthwise, pointwise, conv, dense, other")
     p.add_argument("--population", type=int, default=128, help="evolutionary search population")
+    p.add_argument("--no-transfer", action="store_true",
+                   help="start untuned tasks from random schedules, not from the schedules of tuned kernels of "
+                        "their kind (the default measures those first and seeds the search with them)")
     p.add_argument("--remeasure", type=int, default=None, metavar="K",
                    help="instead of tuning: time the K best records of every workload again here, keep only "
                         "those (what a shipped database holds)")
@@ -203,9 +206,12 @@ def cmd_compile(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from bench.build import schedule_databases
     from models.registry import resolve_names
-    from schedules.tasks import KINDS, model_tasks
-    from schedules.tune import RPCOptions, SearchOptions, TuningMeasuredNothing, merge_tasks, tune
+    from schedules.pipeline.compile import model_tasks
+    from schedules.tasks import KINDS
+    from schedules.search.measure import RPCOptions
+    from schedules.search.tune import SearchOptions, TuningMeasuredNothing, merge_tasks, tune
 
     if args.remeasure is not None:
         return _remeasure(args)
@@ -225,6 +231,7 @@ def cmd_tune(args) -> int:
             raise UserError("tuning for a GPU measures on one: run this on a machine with an NVIDIA GPU, "
                             "or give --rpc-tracker/--rpc-key of one")
     names = resolve_names(args.models)
+    sources = [] if args.no_transfer else schedule_databases(spec, args.schedules, force=args.force_schedules)[1]
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
     tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
     tasks = [t for t in tasks if args.kinds is None or t.task.kind in args.kinds][: args.max_tasks]
@@ -238,7 +245,7 @@ def cmd_tune(args) -> int:
         summary = tune(
             spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,
             root=args.schedules, rpc=rpc, search=SearchOptions(population_size=args.population),
-            force=args.force_schedules,
+            force=args.force_schedules, sources=sources,
         )
     except TuningMeasuredNothing as exc:
         print(f"mnv2bench: error: {exc}", file=sys.stderr)
@@ -248,8 +255,8 @@ def cmd_tune(args) -> int:
 
 
 def _remeasure(args) -> int:
-    from schedules.remeasure import remeasure
-    from schedules.tune import RPCOptions
+    from schedules.search.remeasure import remeasure
+    from schedules.search.measure import RPCOptions
 
     spec = _spec(args)
     rpc = _rpc(args, spec)

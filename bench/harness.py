@@ -140,7 +140,8 @@ class Harness:
         else:
             adapter = TvmRuntime(built.library, runtime, self.options.threads, target, built.schedules,
                                  gpu=spec.is_gpu)
-        adapter.notes.append(f"{len(built.tuned)}/{len(built.tuned) + len(built.untuned)} tasks tuned")
+        adapter.notes.append(built.coverage.summary())
+        adapter.kernels = {**built.coverage.counts(), "transferred_from": built.coverage.sources()}
         return adapter
 
     def _extra_info(self, model: str, adapter, error: float, warmup_runs: int) -> dict:
@@ -170,6 +171,7 @@ class Harness:
             "warmup_runs": warmup_runs,
             "latency_source": adapter.device_timer if adapter.device_timed else "pytest-benchmark",
             "notes": "; ".join(adapter.notes),
+            "kernels": adapter.kernels,
         }
 
 
@@ -198,7 +200,7 @@ def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | No
     from schedules import database as db_files
 
     digest = weights_hash(reference_model(model, weights))[:8]
-    schedule = "untuned" if untuned else db_files.content_hash(db_files.database_dir(spec, schedules))
+    schedule = "untuned" if untuned else db_files.sources_hash(spec, schedules)
     return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}-tvm{tvm.__version__}.so"
 
 

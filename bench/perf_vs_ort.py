@@ -1,6 +1,6 @@
 """Performance goal: tuned TVM against ONNX Runtime, same machine, same run, same threads.
 
-    python bench/perf_vs_ort.py [--models headline] [--threads N] [--repeat 15]
+    python bench/perf_vs_ort.py [--models headline|all|NAME,...|FILE.onnx,...] [--threads N] [--repeat 15]
 
 For each model, the median latency of the tuned TVM library (TVM's own ``time_evaluator``) and of
 ONNX Runtime (default optimisations, a warm loop), measured in alternating blocks so that drift on a
@@ -21,7 +21,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="headline")
+    parser.add_argument("--models", default="headline",
+                        help="comma-separated names, groups, globs (all: the paper's 27) or paths to ONNX files")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=15, help="alternating measurement blocks per runtime")
     parser.add_argument("--min-block-s", type=float, default=0.2, help="minimum seconds per block")
@@ -40,31 +41,39 @@ def main(argv: list[str] | None = None) -> int:
     from bench.harness import library_path
     from bench.runtimes import OnnxRuntime, TvmRuntime
     from models.errors import UserError
-    from models.export import sample_input
+    from models.export import cache_dir, load_onnx, onnx_input_shape, sample_input
     from models.registry import get_spec, resolve_names
     from targets.registry import resolve_target
 
+    items = args.models.split(",")
+    files = [item for item in items if item.endswith(".onnx")]
     try:
         spec = resolve_target("host")
-        names = resolve_names(args.models.split(","))
+        names = resolve_names([item for item in items if item not in files]) if len(files) < len(items) else []
+        for path in files:
+            load_onnx(path)  # a missing or broken file is a one-line error here, not a traceback later
+        names += files
     except UserError as exc:
         print(f"perf_vs_ort: error: {exc}", file=sys.stderr)
         return 2
     ratios, rows = {}, []
     for name in names:
-        library = library_path(name, spec, args.untuned, None, args.schedules)
+        is_file = name.endswith(".onnx")
+        library = (cache_dir() / "lib" / f"{Path(name).stem}-{spec.key}.so" if is_file
+                   else library_path(name, spec, args.untuned, None, args.schedules))
         built = compile_to_library(name, spec, library, schedules=args.schedules, untuned=args.untuned)
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
         ort_rt = OnnxRuntime(built.onnx_path, args.threads)
-        x = sample_input(get_spec(name).input_shape)
+        x = sample_input(onnx_input_shape(load_onnx(name)) if is_file else get_spec(name).input_shape)
         tvm_ms, ort_ms = measure_alternating(tvm_rt, ort_rt, x, args.repeat, args.min_block_s)
         ratios[name] = tvm_ms / ort_ms
-        tuned = f"{len(built.tuned)}/{len(built.tuned) + len(built.untuned)} tasks tuned, {built.schedules}"
+        tuned = f"{built.coverage.summary()}, {built.schedules}"
         print(f"{name:32s} TVM {tvm_ms:8.2f} ms  ORT {ort_ms:8.2f} ms  TVM/ORT {ratios[name]:5.2f}  ({tuned})",
               flush=True)
         rows.append({"model": name, "tvm_ms": round(tvm_ms, 3), "ort_ms": round(ort_ms, 3),
                      "ratio": round(ratios[name], 3), "schedules": built.schedules,
-                     "tasks_tuned": len(built.tuned), "tasks": len(built.tuned) + len(built.untuned)})
+                     "tasks_tuned": len(built.coverage.tuned), "tasks": built.coverage.total,
+                     "tasks_transferred": len(built.coverage.transferred), "tasks_default": len(built.coverage.default)})
     print(f"threads: {args.threads}; TVM: time_evaluator median; ORT: warm-loop median")
     if args.record:
         record(args.record, rows, spec, args.threads, args.schedules, args.untuned)
@@ -80,7 +89,7 @@ def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | N
 
     from bench.harness import hardware_name
     from schedules import database as db_files
-    from schedules.tune import trials_done
+    from schedules.search.tune import trials_done
 
     database = None if untuned else db_files.open_database(spec, schedules)
     folder = db_files.database_dir(spec, schedules)

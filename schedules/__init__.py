@@ -1,1 +1,2 @@
-"""Tuning: task extraction, MetaSchedule runs, the per-target schedule databases, and compiling with them."""
+"""Schedules: the per-target databases and their tasks (here), compiling with them (``pipeline``) and
+finding them (``search``). Imports run one way: ``pipeline`` -> ``search`` -> ``database``, ``tasks``."""

@@ -132,6 +132,32 @@ def open_database(spec: TargetSpec, root: Path | None = None, force: bool = Fals
         raise UserError(f"corrupt schedule database in {folder}: {str(exc).splitlines()[0]}") from None
 
 
+def same_architecture(spec: TargetSpec, root: Path | None = None) -> list[str]:
+    """Keys of the databases a CPU target may draw transferred schedules from: its own first, then the
+    others of its triple (x86_64 from x86_64, aarch64 from aarch64), the largest first. Never refused as
+    foreign: a transferred schedule is replayed and postprocessed for this target, not reused as is."""
+    if spec.is_gpu:
+        return []
+    own = spec.key if (database_dir(spec, root) / METADATA_FILE).exists() else None
+    others = []
+    for key in known_keys(root):
+        meta = read_metadata((root or schedules_root()) / key) or {}
+        if key != own and meta.get("target", {}).get("mtriple") == spec.triple:
+            others.append((-len(meta.get("models", [])), key))
+    return ([own] if own else []) + [key for _, key in sorted(others)]
+
+
+def open_by_key(key: str, root: Path | None = None):
+    """A database by its folder name, whatever target it was tuned for (for transfer, never applied as is)."""
+    return open_database(spec_from_metadata((root or schedules_root()) / key), root, force=True)
+
+
+def sources_hash(spec: TargetSpec, root: Path | None = None) -> str:
+    """One hash of every database a library for ``spec`` draws on (its own and its transfer sources)."""
+    hashes = [content_hash((root or schedules_root()) / key) for key in same_architecture(spec, root)]
+    return hashlib.sha256(" ".join(hashes).encode()).hexdigest()[:12] if hashes else "untuned"
+
+
 def content_hash(folder: Path) -> str:
     """A short hash of the records, written into every result so a number names its schedules."""
     digest = hashlib.sha256()
@@ -142,11 +168,13 @@ def content_hash(folder: Path) -> str:
 
 
 def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models: list[str], new_run: bool = True,
-                   measured_on: str | None = None, pruned: dict[str, int] | None = None) -> None:
+                   measured_on: str | None = None, pruned: dict[str, int] | None = None,
+                   minutes: float | None = None) -> None:
     """Record what the database was tuned with; written atomically, updated on every run.
 
     ``measured_on`` says where a new run times its trials (``local, 2 threads``, ``rpc:rpi4``);
-    ``pruned`` adds records dropped per workload (structural hash) to the counts kept so far.
+    ``pruned`` adds records dropped per workload (structural hash) to the counts kept so far;
+    ``minutes`` is how long the last run took (added to the database's total).
     """
     import tvm
 
@@ -154,6 +182,9 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     run = {"date": now, "command": "mnv2bench " + shlex.join(sys.argv[1:]), "trials_per_task": trials_per_task,
            "measured_on": measured_on}
+    runs = previous.get("runs", []) + ([run] if new_run else [])
+    if minutes is not None and runs:
+        runs[-1]["minutes"] = round(minutes, 1)
     dropped = dict(previous.get("pruned", {}))
     for key, count in (pruned or {}).items():
         dropped[key] = dropped.get(key, 0) + count
@@ -167,7 +198,8 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
         "models": sorted(set(previous.get("models", [])) | set(models)),
         "machine": {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
         "updated": now,
-        "runs": previous.get("runs", []) + ([run] if new_run else []),
+        "runs": runs,
+        "tuning_minutes": round(sum(r.get("minutes", 0) for r in runs), 1),
         "pruned": dropped,
     }
     tmp = folder / f".{METADATA_FILE}.tmp"

@@ -1,4 +1,5 @@
-"""What a target's database holds: tasks by kind, which are tuned, their best latency, model coverage."""
+"""What a target's database holds: tasks by kind, their best latency, and per model how many kernels are
+tuned, transferred from another shape or database, or left to a default."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 from tvm_ffi import structural_hash
 
 from schedules import database as db_files
-from schedules.tasks import KINDS, model_tasks
-from schedules.tune import best_latency_s, trials_done
+from schedules.pipeline.compile import model_tasks
+from schedules.pipeline.coverage import cover
+from schedules.search.budget import best_latency_s, trials_done
+from schedules.search.transfer import sources_from
+from schedules.tasks import KINDS
 
 
 def schedules_report(target: str | None, models: list[str], root: Path | None = None) -> list[dict]:
@@ -27,11 +31,15 @@ def _target_report(spec, names: list[str], root: Path | None) -> dict:
     folder = db_files.database_dir(spec, root)
     database = db_files.open_database(spec, root, force=True)
     counts = trials_done(database, folder) if database is not None else {}
+    sources = [s for key in db_files.same_architecture(spec, root) if key != spec.key
+               for s in sources_from(db_files.open_by_key(key, root), key)] + sources_from(database, spec.key)
     tasks: dict[int, dict] = {}
     coverage = []
     for name in names:
         model_entries = model_tasks(name, spec)
-        tuned = 0
+        kernels = cover(model_entries, spec, database, sources, with_defaults=False)[1]
+        coverage.append({"model": name, **kernels.counts(), "transferred_from": kernels.sources(),
+                         "coverage": (kernels.total - len(kernels.default)) / max(kernels.total, 1)})
         for task in model_entries:
             key = structural_hash(task.mod)
             if key not in tasks:
@@ -42,9 +50,6 @@ def _target_report(spec, names: list[str], root: Path | None) -> dict:
                     "gflops": None if best is None else task.flops / best / 1e9, "models": [],
                 }
             tasks[key]["models"].append(name)
-            tuned += tasks[key]["best_ms"] is not None
-        coverage.append({"model": name, "tasks": len(model_entries), "tuned": tuned,
-                         "coverage": tuned / len(model_entries) if model_entries else 0.0})
     by_kind = {
         kind: {"tasks": sum(t["kind"] == kind for t in tasks.values()),
                "tuned": sum(t["kind"] == kind and t["best_ms"] is not None for t in tasks.values())}

@@ -71,26 +71,3 @@ def conv_kind(out_channels: int, in_per_group: int, kh: int, kw: int, channels: 
     if kh == kw == 1:
         return "pointwise"
     return "conv"
-
-
-def model_tasks(name: str, spec: TargetSpec, weights=None) -> list[Task]:
-    """The tuning tasks of a registered model (exported, imported and lowered for ``spec``)."""
-    import onnx
-
-    from models.export import export_model
-    from schedules.compile import import_onnx, lower
-
-    return extract_tasks(lower(import_onnx(onnx.load(export_model(name, weights))), spec), spec)
-
-
-def split_tuned(tasks: list[Task], database) -> tuple[list[str], list[str]]:
-    """Names of the tasks with a measured record in ``database``, and of the rest."""
-    tuned, untuned = [], []
-    for task in tasks:
-        has_record = (
-            database is not None
-            and database.has_workload(task.mod)
-            and bool(database.get_top_k(database.commit_workload(task.mod), 1))
-        )
-        (tuned if has_record else untuned).append(task.name)
-    return tuned, untuned

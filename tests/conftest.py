@@ -9,6 +9,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+TINY = "mobilenet_v2_0.35_96"
+TUNE = ("tune", "--models", TINY, "--max-tasks", "2", "--trials-per-task", "8", "--population", "32")
+
+
+@pytest.fixture(scope="session")
+def host():
+    from targets.registry import resolve_target
+
+    return resolve_target("host")
+
+
+@pytest.fixture(scope="session")
+def tuned(tmp_path_factory):
+    """One real tuning run, shared by the tests that need a database: the two most expensive tasks of the
+    tiny model, 8 trials each, in a schedules folder of its own. Returns (root, CompletedProcess)."""
+    root = tmp_path_factory.mktemp("schedules")
+    result = subprocess.run([sys.executable, "-m", "bench", *TUNE, "--schedules", str(root)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
 
 
 @pytest.fixture
@@ -65,7 +85,7 @@ def matches_onnxruntime():
         import tvm
         from tvm import relax
 
-        from schedules.compile import compile_onnx
+        from schedules.pipeline.compile import compile_onnx
         from targets.registry import resolve_target
 
         x = np.random.default_rng(1).standard_normal(input_shape).astype("float32")

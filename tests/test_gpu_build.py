@@ -10,7 +10,7 @@ import pytest
 
 from models.export import export_model
 from models.registry import HEADLINE
-from schedules.compile import compile_onnx
+from schedules.pipeline.compile import compile_onnx
 from targets.cuda import NoDeviceCode, compile_cubin, cuda_source, kernel_count
 from targets.registry import detect_gpu_arch, resolve_target
 

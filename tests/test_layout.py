@@ -7,8 +7,8 @@ import re
 import pytest
 
 from bench.build import resolve_onnx
-from schedules.compile import import_onnx, lower
-from schedules.layout import clip_as_elementwise_ops
+from schedules.pipeline.compile import import_onnx, lower
+from schedules.pipeline.layout import clip_as_elementwise_ops
 from schedules.tasks import extract_tasks
 from targets.registry import resolve_target
 

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from schedules.compile import import_onnx, lower
-from schedules.rewrites import padded_channels
+from schedules.pipeline.compile import import_onnx, lower
+from schedules.pipeline.rewrites import padded_channels
 from targets.registry import resolve_target
 
 

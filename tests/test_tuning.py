@@ -17,39 +17,14 @@ import pytest
 
 from models.errors import UserError
 from schedules import database as db_files
-from schedules.tasks import model_tasks
+from schedules.pipeline.compile import model_tasks
 from schedules.tasks import Task
-from schedules.remeasure import _compact
-from schedules.tune import (
-    SearchOptions,
-    TuningMeasuredNothing,
-    TuningTask,
-    allocate_trials,
-    make_runner,
-    merge_tasks,
-    time_shares,
-    tune,
-    tuning_order,
-)
-from targets.registry import resolve_target
+from schedules.search.remeasure import _compact
+from schedules.search.budget import allocate_trials, time_shares, tuning_order
+from schedules.search.measure import make_runner
+from schedules.search.tune import SearchOptions, TuningMeasuredNothing, TuningTask, merge_tasks, tune
 
-TINY = "mobilenet_v2_0.35_96"
-TUNE = ("tune", "--models", TINY, "--max-tasks", "2", "--trials-per-task", "8", "--population", "32")
-
-
-@pytest.fixture(scope="module")
-def host():
-    return resolve_target("host")
-
-
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, host):
-    """One real tuning run: the two most expensive tasks of the tiny model, 8 trials each."""
-    root = tmp_path_factory.mktemp("schedules")
-    result = subprocess.run([sys.executable, "-m", "bench", *TUNE, "--schedules", str(root)],
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root, result
+from conftest import TINY, TUNE  # noqa: E402  (the tuned fixture's model and command)
 
 
 def copy_of_tuned_database(tuned, spec, root):
@@ -76,7 +51,7 @@ def test_task_classification(host) -> None:
 
 def test_budget_follows_each_models_measured_time(monkeypatch) -> None:
     best_ms = {"a": 1.0, "b": 3.0, "c": 10.0, "new": None}
-    monkeypatch.setattr("schedules.tune.best_latency_s", lambda db, mod: best_ms[mod] and best_ms[mod] / 1e3)
+    monkeypatch.setattr("schedules.search.budget.best_latency_s", lambda db, mod: best_ms[mod] and best_ms[mod] / 1e3)
     tasks = [TuningTask(Task(name, "pointwise", 1, 1e6, name), calls) for name, calls in
              [("a", {"m1": 1}), ("b", {"m1": 1}), ("c", {"m2": 1}), ("new", {"m2": 1})]]
     shares = time_shares(tasks, database=None)
@@ -121,21 +96,25 @@ def test_schedules_report_and_compile_apply_the_database(tuned, cli, host, tmp_p
     assert report.returncode == 0, report.stderr[-2000:]
     (entry,) = json.loads(report.stdout)
     (model,) = entry["models"]
-    assert model["model"] == TINY and 0.0 < model["coverage"] < 1.0 and model["tuned"] == 2
+    assert model["model"] == TINY and model["tuned"] == 2 and model["transferred"] >= 1
+    assert model["tuned"] + model["transferred"] + model["default"] == model["tasks"]
+    assert model["transferred_from"] == [host.key] and 0.0 < model["coverage"] <= 1.0
     assert entry["by_kind"]["pointwise"]["tuned"] + entry["by_kind"]["conv"]["tuned"] >= 1
     tuned_tasks = [t for t in entry["tasks"] if t["best_ms"] is not None]
     assert len(tuned_tasks) == 2 and all(t["trials"] == 8 for t in tuned_tasks)
     built = cli("compile", TINY, "-o", str(tmp_path / "lib.so"), "--schedules", str(root))
     assert built.returncode == 0, built.stderr[-2000:]
-    assert f"schedules: {host.key}@" in built.stdout and "2/" in built.stdout and "tasks tuned" in built.stdout
-    assert "ran untuned (default schedules):" in built.stdout and "parity with ONNX Runtime: ok" in built.stdout
+    counts = f"2 tuned, {model['transferred']} transferred, {model['default']} default of {model['tasks']} kernels"
+    assert f"schedules: {host.key}@" in built.stdout and counts in built.stdout, built.stdout
+    assert f"transferred (replayed from {host.key}):" in built.stdout
+    assert "parity with ONNX Runtime: ok" in built.stdout  # transferred schedules compute what ONNX Runtime does
 
 
 @pytest.mark.slow
 def test_prepacked_weights_reach_their_kernels_as_constants(tuned, host) -> None:
     """No tuple of weights built and unpacked by the VM around every kernel on every run."""
     from bench.build import resolve_onnx
-    from schedules.compile import compile_onnx
+    from schedules.pipeline.compile import compile_onnx
 
     compiled = compile_onnx(resolve_onnx(TINY)[1], host, db_files.open_database(host, tuned[0]))
     main = compiled.executable.as_text().split("@main:\n", 1)[1].split("\n\n", 1)[0]  # main's instructions
@@ -226,7 +205,7 @@ def test_cpu_candidates_are_timed_as_in_the_model(host, tmp_path) -> None:
     import tvm
     from tvm import te
 
-    from schedules.evaluator import CALLS, run_as_in_model
+    from schedules.search.evaluator import CALLS, run_as_in_model
 
     assert make_runner(host).f_run_evaluator is run_as_in_model
     data = te.placeholder((64, 64), "float32", name="data")
@@ -270,7 +249,7 @@ def test_remeasure_keeps_the_best_records_retimed(tuned, cli, host, tmp_path) ->
     assert again.returncode == 0 and "2 already tuned; 0 trials to run" in again.stdout, again.stdout
     built = cli("compile", TINY, "-o", tmp_path / "lib.so", "--schedules", root)
     assert built.returncode == 0 and "parity with ONNX Runtime: ok" in built.stdout, built.stderr[-2000:]
-    assert "2/" in built.stdout and "tasks tuned" in built.stdout
+    assert "schedules: " in built.stdout and " 2 tuned, " in built.stdout
 
 
 def test_remeasure_without_a_database_is_an_error(cli, tmp_path) -> None:

@@ -3,7 +3,9 @@
     import_onnx      ONNX model -> Relax IRModule, weights bound as constants
     lower            the target's layout (NHWC on CPUs, see layout.py) and CPU rewrites (rewrites.py),
                      legalise to TIR and fuse: the module whose PrimFuncs are the tuning tasks
-    apply_schedules  best records of the database; CPU weights pre-packed at compile time;
+    cover            every kernel's schedule: its tuned record, else one transferred from a tuned
+                     kernel of the same kind (``coverage``), else a default
+    apply_schedules  the chosen schedules; CPU weights pre-packed at compile time;
                      GPU kernels without a record get DLight default schedules
     build / export   Relax VM executable, and a deployable library (cross-linked for a board)
 
@@ -23,6 +25,11 @@ import tvm
 from tvm import relax
 
 from models.errors import UserError
+from schedules.pipeline.layout import convert_layout
+from schedules.pipeline.rewrites import gather_rows_concat, pad_output_channels, separable_linear_resize
+from schedules.pipeline.coverage import Coverage, cover
+from schedules.search.transfer import Source
+from schedules.tasks import Task, extract_tasks
 from targets.registry import TargetSpec
 
 
@@ -46,9 +53,6 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
 
 def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
     """Convert the layout, legalise and fuse: every PrimFunc of the result is one tuning task."""
-    from schedules.layout import convert_layout
-    from schedules.rewrites import gather_rows_concat, pad_output_channels, separable_linear_resize
-
     cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, pad_output_channels, gather_rows_concat]
     passes = [
         convert_layout(spec),
@@ -117,23 +121,26 @@ def export(executable: relax.VMExecutable, path: str | Path, spec: TargetSpec) -
 @dataclass
 class CompiledModel:
     executable: relax.VMExecutable
-    tuned: list[str]  # task names that found a record
-    untuned: list[str]
-    tasks: list  # schedules.tasks.Task, one per distinct kernel
+    coverage: Coverage  # which kernels are tuned, transferred, default
+    tasks: list[Task]  # one per distinct kernel
 
 
-def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None) -> CompiledModel:
-    """The whole path: import, lower, apply the database (if any), build."""
-    from schedules.tasks import extract_tasks, split_tuned
-
+def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None, sources: list[Source] = ()) -> CompiledModel:
+    """The whole path: import, lower, cover every kernel (the database's records, else schedules
+    transferred from ``sources``, else a default), build."""
     lowered = lower(import_onnx(model), spec)
     tasks = extract_tasks(lowered, spec)
-    tuned, untuned = split_tuned(tasks, database)
-    executable = build(apply_schedules(lowered, spec, database), spec)
+    schedules, coverage = cover(tasks, spec, database, sources)
+    executable = build(apply_schedules(lowered, spec, schedules), spec)
     if spec.is_gpu:
         from targets.cuda import cuda_source
 
         cuda_source(executable)  # raises when the kernels silently went to the host
-    return CompiledModel(executable, tuned, untuned, tasks)
+    return CompiledModel(executable, coverage, tasks)
 
 
+def model_tasks(name: str, spec: TargetSpec, weights=None) -> list[Task]:
+    """The tuning tasks of a registered model (exported, imported and lowered for ``spec``)."""
+    from models.export import export_model
+
+    return extract_tasks(lower(import_onnx(onnx.load(export_model(name, weights))), spec), spec)

@@ -24,7 +24,7 @@ from tvm_ffi import structural_hash
 
 from models.errors import UserError
 from schedules import database as db_files
-from schedules.tune import RPCOptions, make_builder, make_runner, measured_on
+from schedules.search.measure import RPCOptions, make_builder, make_runner, measure_candidates, measured_on
 from targets.registry import TargetSpec
 
 STAGING = ".remeasure"
@@ -69,7 +69,7 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc) -> tuple[dict
     kept, dropped = {}, {}
     for key, records in tqdm(by_workload.items(), unit="workload", desc="re-timing", dynamic_ncols=True):
         best = database.get_top_k(records[0].workload, keep)
-        times = _measure(best, target, builder, runner)
+        times = measure_candidates([r.as_measure_candidate() for r in best], target, builder, runner)
         workload = fresh.commit_workload(records[0].workload.mod)
         for record, secs in zip(best, times):
             if secs:
@@ -81,27 +81,6 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc) -> tuple[dict
                             f"({records[0].workload.mod.get_global_vars()[0].name_hint}); database left as it was")
         dropped[key] = len(records) - kept[key]
     return kept, dropped
-
-
-def _measure(records, target, builder, runner) -> list[list[float] | None]:
-    """Build and time each record's schedule; None where it no longer builds or runs."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    if not records:
-        return []
-    candidates = [r.as_measure_candidate() for r in records]
-    built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for c in candidates])
-    times: list[list[float] | None] = [None] * len(records)
-    runnable = [i for i, b in enumerate(built) if b.error_msg is None]
-    device = tvm.runtime.Device._DEVICE_TYPE_TO_NAME[target.get_target_device_type()]  # "cpu", "cuda"
-    futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device, candidates[i].args_info)
-                          for i in runnable])
-    for i, future in zip(runnable, futures):
-        result = future.result()
-        if result.error_msg is None and result.run_secs:
-            times[i] = [float(s) for s in result.run_secs]
-    return times
 
 
 def compact_record_file(path: Path) -> None:

@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from schedules.rewrites import rewrite_functions
+from schedules.pipeline.rewrites import rewrite_functions
 from targets.registry import TargetSpec
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")

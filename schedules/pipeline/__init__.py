@@ -1,0 +1,1 @@
+"""Compiling with schedules: ONNX import -> layout -> CPU rewrites -> apply schedules -> build."""

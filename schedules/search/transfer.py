@@ -1,0 +1,236 @@
+"""Schedule transfer: a kernel with no records of its own borrows the tuned schedules of kernels of the
+same structure at other shapes (transfer-tuning, Gibson and Cano, PACT 2022).
+
+The 27 models of the paper are a few kinds of kernel (depthwise 3x3, pointwise 1x1, the stem, the heads)
+at many shapes. A source's best traces are replayed on the new workload with their tiling decisions
+re-factored to its loop extents, then the target's postprocessors run on the result (parallelise,
+vectorise, unroll, pack the weights). A trace that does not replay, or a schedule a postprocessor
+rejects, is skipped with its reason; what is kept is a complete schedule of the new workload.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import tvm
+from tvm.s_tir import meta_schedule as ms
+from tvm_ffi import structural_hash
+
+from schedules.tasks import Task, classify
+
+SOURCES_PER_TASK = 3  # the nearest tuned workloads a task draws from
+RECORDS_PER_SOURCE = 3  # each one's best records
+MAX_CANDIDATES = SOURCES_PER_TASK * RECORDS_PER_SOURCE
+
+
+class TransferSkipped(Exception):
+    """A source trace that does not apply to the new workload; the message says why."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A tuned workload whose records can be replayed elsewhere."""
+
+    mod: tvm.IRModule
+    records: tuple  # its best TuningRecords, fastest first
+    database: str  # the key of the database it came from
+
+    @cached_property
+    def structure(self) -> tuple:
+        return structure(self.mod)
+
+    @cached_property
+    def shape(self) -> tuple[int, ...]:
+        return anchor_shape(self.mod)
+
+    @cached_property
+    def kind(self) -> str:
+        return classify(self.mod)
+
+    @cached_property
+    def flops(self) -> float:
+        from tvm.s_tir.analysis import estimate_tir_flops
+
+        return float(estimate_tir_flops(self.mod))
+
+    @property
+    def best_s(self) -> float:
+        secs = [float(s) for s in self.records[0].run_secs]
+        return sum(secs) / len(secs)
+
+
+@dataclass
+class Candidate:
+    """A replayed schedule of a new workload, and the source record it came from."""
+
+    sch: tvm.s_tir.Schedule
+    source: Source
+    record: object  # ms.database.TuningRecord
+    distance: float
+
+    def predicted_s(self, flops: float) -> float:
+        """The source record's time, scaled to ``flops``: a guess that assumes the same GFLOP/s."""
+        secs = [float(s) for s in self.record.run_secs]
+        return sum(secs) / len(secs) * flops / max(self.source.flops, 1.0)
+
+
+def structure(mod: tvm.IRModule) -> tuple:
+    """What a trace's instructions refer to: the blocks by name (numbering aside), each with its loop
+    depth. Two workloads with the same structure differ only in their extents."""
+    sch = tvm.s_tir.Schedule(mod)
+    blocks = []
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        name = re.sub(r"_?\d+$", "", sch.get(block).name_hint)
+        blocks.append((name, len(sch.get_loops(block))))
+    return tuple(blocks)
+
+
+def anchor_shape(mod: tvm.IRModule) -> tuple[int, ...]:
+    """The extents of every buffer the anchor block touches: what the distance between shapes reads."""
+    from tvm.s_tir.analysis import find_anchor_sblock
+
+    anchor = find_anchor_sblock(mod)
+    if anchor is None:
+        return ()
+    regions = [*anchor.reads, *anchor.writes]
+    return tuple(int(d) for region in regions for d in region.source.shape)
+
+
+def distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """Sum of |log(a/b)| over the anchor's extents (0 for the same shape)."""
+    if len(a) != len(b):
+        return math.inf
+    return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in zip(a, b))
+
+
+def sources_from(database, key: str, records_per_source: int = RECORDS_PER_SOURCE) -> list[Source]:
+    """Every tuned workload of a database, with its best records."""
+    if database is None:
+        return []
+    seen, sources = set(), []
+    for record in database.get_all_tuning_records():
+        workload = record.workload
+        workload_key = structural_hash(workload.mod)
+        if workload_key in seen:
+            continue
+        seen.add(workload_key)
+        best = database.get_top_k(workload, records_per_source)
+        if best:
+            sources.append(Source(workload.mod, tuple(best), key))
+    return sources
+
+
+def nearest_sources(mod: tvm.IRModule, sources: list[Source], count: int = SOURCES_PER_TASK) -> list[tuple[float, Source]]:
+    """The tuned workloads of the same kind and structure as ``mod``, nearest shapes first."""
+    kind, shape, shape_of = classify(mod), anchor_shape(mod), structure(mod)
+    matching = [(distance(shape, s.shape), s) for s in sources if s.kind == kind and s.structure == shape_of]
+    matching = [(d, s) for d, s in matching if d < math.inf]
+    return sorted(matching, key=lambda pair: (pair[0], pair[1].best_s))[:count]
+
+
+def vector_lanes(target: tvm.target.Target) -> int:
+    """float32 lanes of one vector register of the target: 16 with AVX-512, 8 with AVX2, 4 otherwise
+    (NEON, SSE). Read from the target's CPU features (LLVM's own vector-width query answers for the
+    host, not for the target)."""
+    has = tvm.get_global_func("target.llvm_cpu_has_feature")
+    for feature, lanes in (("avx512f", 16), ("avx2", 8)):
+        try:
+            if has(feature, target):
+                return lanes
+        except Exception:  # a feature this triple does not know
+            break
+    return 4
+
+
+def refactor(factors: list[int], extent: int, lanes: int, max_innermost: int = 0) -> list[int]:
+    """Tile factors of ``extent`` close to ``factors``: each inner factor kept where it divides what is
+    left, else the largest divisor below it (a whole number of vectors where possible for the
+    innermost); the outermost takes the rest."""
+    left, inner = extent, []
+    for position, factor in enumerate(reversed(factors[1:])):
+        cap = max(1, min(factor, left))
+        if position == 0 and max_innermost > 0:
+            cap = min(cap, max_innermost)
+        divisors = [d for d in range(cap, 0, -1) if left % d == 0]
+        if position == 0 and factor % lanes == 0:
+            whole_vectors = [d for d in divisors if d % lanes == 0]
+            divisors = whole_vectors or divisors
+        inner.append(divisors[0])
+        left //= divisors[0]
+    return [left, *reversed(inner)]
+
+
+def replay(record, mod: tvm.IRModule, target: tvm.target.Target, lanes: int) -> tvm.s_tir.Schedule:
+    """The record's trace on ``mod`` with re-factored tiles, postprocessed for ``target``."""
+    sch = tvm.s_tir.Schedule(mod)
+
+    def decide(inst, inputs, attrs, decision):
+        if inst.kind.name == "SamplePerfectTile":
+            extent = int(sch.get(inputs[0]).extent)
+            return refactor([int(f) for f in decision], extent, lanes, int(attrs[1]))
+        return decision
+
+    try:
+        record.trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decide)
+    except Exception as exc:  # a block or loop the trace names is not there, a decision out of range ...
+        raise TransferSkipped(f"trace does not replay: {_first_line(exc)}") from None
+    postprocess(sch, mod, target)
+    return sch
+
+
+def postprocess(sch: tvm.s_tir.Schedule, mod: tvm.IRModule, target: tvm.target.Target) -> None:
+    """Run the target's postprocessors on ``sch`` as MetaSchedule does on every candidate; without them
+    a schedule compiles but runs unparallelised and unvectorised."""
+    context = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", task_name="transfer")
+    sch.enter_postproc()  # marks where a replay with remove_postproc=True stops, as MetaSchedule's own traces do
+    for postproc in context.space_generator.postprocs:
+        try:
+            accepted = postproc.apply(sch)
+        except Exception as exc:
+            raise TransferSkipped(f"{type(postproc).__name__} failed: {_first_line(exc)}") from None
+        if not accepted:
+            raise TransferSkipped(f"{type(postproc).__name__} rejected the schedule")
+
+
+def transfer_candidates(mod: tvm.IRModule, sources: list[Source], target: tvm.target.Target,
+                        skipped: list[str] | None = None) -> Iterator[Candidate]:
+    """Replayed schedules of ``mod`` from the nearest sources' best records, nearest and fastest first
+    (lazily: replaying costs a fraction of a second); each skipped trace adds its reason to ``skipped``."""
+    lanes = vector_lanes(target)
+    seen = set()
+    for dist, source in nearest_sources(mod, sources):
+        for record in source.records:
+            try:
+                sch = replay(record, mod, target, lanes)
+            except TransferSkipped as exc:
+                if skipped is not None:
+                    skipped.append(str(exc))
+                continue
+            key = structural_hash(sch.mod)
+            if key not in seen:
+                seen.add(key)
+                yield Candidate(sch, source, record, dist)
+
+
+def best_transfer(task: Task, sources: list[Source], target: tvm.target.Target,
+                  skipped: list[str] | None = None) -> Candidate | None:
+    """Without measuring: the fastest record of the nearest source that applies (a schedule's speed
+    carries over to a near shape far better than to a far one, whatever GFLOP/s the far one reached).
+    ``tune`` measures all the candidates instead."""
+    return next(transfer_candidates(task.mod, sources, target, skipped), None)
+
+
+def record_for(database, task: Task, sch: tvm.s_tir.Schedule, target: tvm.target.Target,
+               run_secs: list[float]) -> None:
+    """Commit ``sch`` as a record of the task's workload."""
+    workload = database.commit_workload(task.mod)
+    database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs, target, args_info(sch)))
+
+
+def args_info(sch: tvm.s_tir.Schedule) -> list:
+    """The kernel's arguments as the schedule leaves them (weights in the layout it packed them into)."""
+    return ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)

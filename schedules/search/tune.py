@@ -1,0 +1,235 @@
+"""MetaSchedule tuning for one target: evolutionary search guided by an XGBoost cost model.
+
+Tasks of all selected models are merged first (the shared backbone is tuned once) and tuned one at a
+time against the target's JSON database, with one cost model for the whole run (``cost_model``). A
+task with no records first measures the schedules transferred from tuned kernels of its kind
+(``transfer``): they become its first records, and the evolutionary search starts from them instead of
+from random schedules. The budget rules are in ``budget``. Every measured trial is appended to the
+database as it comes, so a run can be interrupted and re-run: it spends only the trials still lacking.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm_ffi import structural_hash
+
+from schedules import database as db_files
+from schedules.search.budget import allocate_trials, best_latency_s, time_shares, trials_done, tuning_order
+from schedules.search.cost_model import load_cost_model, save_cost_model
+from schedules.search.measure import RPCOptions, make_builder, make_runner, measure_candidates, measured_on
+from schedules.search.transfer import (
+    MAX_CANDIDATES, RECORDS_PER_SOURCE, Source, args_info, record_for, sources_from, transfer_candidates,
+)
+from schedules.tasks import Task
+from targets.registry import TargetSpec
+
+class TuningMeasuredNothing(RuntimeError):
+    """Every candidate of a batch failed to build or run: the tuning setup is broken, not the task."""
+
+
+@dataclass
+class TuningTask:
+    """One distinct kernel, possibly shared by several models."""
+
+    task: Task
+    calls_by_model: dict[str, int] = field(default_factory=dict)  # calls per inference of each model
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.calls_by_model)
+
+    @property
+    def calls(self) -> int:
+        return sum(self.calls_by_model.values())
+
+    @property
+    def cost(self) -> float:
+        return self.calls * self.task.flops
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Evolutionary search sizes. Smaller than MetaSchedule's defaults (population 512), which spend
+    about 40 s per 16 candidates on 2 cores, mostly in the search, not the measurement."""
+
+    population_size: int = 128
+    genetic_num_iters: int = 3
+    trials_per_batch: int = 16
+    seed: int = 0
+
+
+def merge_tasks(tasks_by_model: dict[str, list[Task]]) -> list[TuningTask]:
+    """Merge structurally identical kernels across models, most expensive first."""
+    merged: dict[int, TuningTask] = {}
+    for model, tasks in tasks_by_model.items():
+        for task in tasks:
+            key = structural_hash(task.mod)
+            entry = merged.setdefault(key, TuningTask(task))
+            entry.calls_by_model[model] = entry.calls_by_model.get(model, 0) + task.weight
+    return sorted(merged.values(), key=lambda t: t.cost, reverse=True)
+
+
+def tune(
+    spec: TargetSpec,
+    tasks: list[TuningTask],
+    models: list[str],
+    trials_per_task: int | None = None,
+    total_trials: int | None = None,
+    root: Path | None = None,
+    rpc: RPCOptions | None = None,
+    search: SearchOptions = SearchOptions(),
+    force: bool = False,
+    log=print,
+    builder=None,
+    sources: list[Source] | None = None,
+) -> dict:
+    """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run.
+
+    ``sources``: the tuned workloads a task without records draws transferred schedules from (default:
+    this database's own); an empty list turns transfer off."""
+    database = db_files.open_database(spec, root, force=force, create=True)
+    folder = db_files.database_dir(spec, root)
+    sources = sources_from(database, spec.key) if sources is None else list(sources)
+    transfer = bool(sources)
+    cost_model = load_cost_model(folder, spec)
+    db_files.write_metadata(folder, spec, trials_per_task or 0, models, measured_on=measured_on(spec, rpc))
+    shares = time_shares(tasks, database)
+    goals = allocate_trials(tasks, trials_per_task, total_trials, shares)
+    done_by_workload = trials_done(database, folder)
+    done = [done_by_workload.get(structural_hash(t.task.mod), 0) for t in tasks]
+    todo = [(tasks[i], goals[i] - done[i]) for i in tuning_order(goals, done, shares)]
+    log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
+        f"{sum(n for _, n in todo)} trials to run -> {folder}")
+    builder, runner = builder or make_builder(spec), make_runner(spec, rpc)
+    bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
+    measured = transferred = 0
+    start = time.time()
+    try:
+        for index, (entry, trials) in enumerate(todo, start=1):
+            bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
+            seeded = 0
+            if transfer and best_latency_s(database, entry.task.mod) is None:
+                seeded = _measure_transfers(spec, entry.task, min(trials, MAX_CANDIDATES), sources, database,
+                                            builder, runner)
+                bar.update(seeded)
+            if trials > seeded:
+                measured += _tune_one(spec, entry.task, trials - seeded, database, builder, runner, search, bar,
+                                      cost_model)
+                save_cost_model(cost_model, folder, spec)
+            measured, transferred = measured + seeded, transferred + seeded
+            sources += sources_from_task(database, entry.task, spec.key)
+            bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
+    finally:
+        bar.close()
+        db_files.write_metadata(folder, spec, trials_per_task or 0, models, new_run=False,
+                                minutes=(time.time() - start) / 60)
+    return {"tasks": len(tasks), "tuned_now": len(todo), "valid_trials": measured, "transferred_trials": transferred,
+            "seconds": time.time() - start, "database": str(folder)}
+
+
+def _task_line(prefix: str, task: Task, trials: int, seeded: int, database) -> str:
+    line = f"{prefix} {task.kind:9s} {task.name}: {trials} trials"
+    if seeded:
+        line += f" ({seeded} transferred)"
+    best = best_latency_s(database, task.mod)
+    if best:
+        line += f", best {best * 1e3:.4f} ms ({task.flops / best / 1e9:.1f} GFLOP/s)"
+    return line
+
+
+def _measure_transfers(spec, task: Task, limit: int, sources: list[Source], database, builder, runner) -> int:
+    """Measure up to ``limit`` schedules transferred to ``task`` and keep them as its first records (the
+    search then seeds its population from them); returns how many ran."""
+    from tvm.s_tir import meta_schedule as ms
+
+    target = spec.tvm_target()
+    candidates = list(itertools.islice(transfer_candidates(task.mod, sources, target), limit))
+    times = measure_candidates([ms.MeasureCandidate(c.sch, args_info(c.sch)) for c in candidates], target, builder,
+                               runner)
+    for candidate, secs in zip(candidates, times):
+        if secs:
+            record_for(database, task, candidate.sch, target, secs)
+    return sum(1 for secs in times if secs)
+
+
+def sources_from_task(database, task: Task, key: str) -> list[Source]:
+    """The task's own best records, as a source for the tasks tuned after it in this run."""
+    if not database.has_workload(task.mod):
+        return []
+    best = database.get_top_k(database.commit_workload(task.mod), RECORDS_PER_SOURCE)
+    return [Source(task.mod, tuple(best), key)] if best else []
+
+
+def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: SearchOptions, bar, cost_model) -> int:
+    """Run MetaSchedule on one task; returns how many candidates were measured successfully."""
+    from tvm.s_tir import meta_schedule as ms
+
+    progress = _ProgressCallback(bar)
+    context = ms.TuneContext(
+        mod=task.mod,
+        target=spec.tvm_target(),
+        space_generator="post-order-apply",
+        search_strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=search.population_size, genetic_num_iters=search.genetic_num_iters
+        ),
+        task_name=task.name,
+        rand_state=search.seed,
+        num_threads="physical",
+    )
+    with tempfile.TemporaryDirectory(prefix="mnv2bench-tune-") as work_dir:
+        try:
+            ms.tune.tune_tasks(
+                tasks=[context],
+                task_weights=[1.0],
+                work_dir=work_dir,
+                max_trials_global=trials,
+                max_trials_per_task=trials,
+                num_trials_per_iter=min(trials, search.trials_per_batch),
+                builder=builder,
+                runner=runner,
+                database=database,
+                cost_model=cost_model,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                task_scheduler="round-robin",
+            )
+        except Exception:
+            if progress.failure:
+                raise TuningMeasuredNothing(progress.failure) from None
+            raise
+    if progress.failure:
+        raise TuningMeasuredNothing(progress.failure)
+    return progress.valid
+
+
+@derived_object
+class _ProgressCallback(PyMeasureCallback):
+    """Advances the progress bar and fails loudly when a whole batch measures nothing."""
+
+    def __init__(self, bar) -> None:
+        super().__init__()
+        self.bar = bar
+        self.valid = 0
+        self.failure: str | None = None
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        ok = sum(1 for r in runner_results if r.error_msg is None and r.run_secs)
+        self.valid += ok
+        self.bar.update(len(runner_results))
+        if ok == 0 and runner_results:
+            errors = [b.error_msg for b in builder_results if b.error_msg] or [
+                r.error_msg for r in runner_results if r.error_msg
+            ]
+            last_line = (errors[0] or "").strip().splitlines()[-1:] if errors else []
+            self.failure = (
+                f"tuning measured nothing: all {len(runner_results)} candidates of a batch failed "
+                f"({len(errors)} errors; first: {last_line[0] if last_line else 'unknown'})"
+            )
+            raise TuningMeasuredNothing(self.failure)

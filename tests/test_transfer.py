@@ -1,0 +1,108 @@
+"""Schedule transfer across shapes and CPUs, defaults that are never TVM's naive loops, and a cost model
+that carries over from one tuning run to the next."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import TINY, TUNE
+from schedules import database as db_files
+from schedules.pipeline.compile import model_tasks
+from schedules.search.cost_model import INFO_FILE, MODEL_FILE, load_cost_model, save_cost_model
+from schedules.search.fallback import default_schedule
+from schedules.search.transfer import TransferSkipped, refactor, replay, sources_from, vector_lanes
+
+
+@pytest.mark.parametrize(
+    ("factors", "extent", "lanes", "expected"),
+    [
+        ([4, 2, 7, 16], 4 * 2 * 7 * 16, 16, [4, 2, 7, 16]),  # the same extent: the decision is kept
+        ([1, 4, 3, 32], 96, 16, [1, 1, 3, 32]),  # factors that divide what is left are kept
+        ([1, 4, 3, 32], 80, 16, [5, 1, 1, 16]),  # 20 would divide 80, but 16 is a whole vector
+        ([2, 2, 5, 16], 9 * 16, 16, [3, 1, 3, 16]),  # 5 -> 3, the largest divisor of 9 below it; the outermost takes the rest
+        ([1, 1, 24], 20, 8, [1, 1, 20]),  # no whole vector divides 20: the largest divisor below 24
+        ([1, 2, 16], 144, 16, [9, 1, 16]),
+    ],
+)
+def test_tiles_are_refactored_to_the_new_extent(factors, extent, lanes, expected) -> None:
+    new = refactor(factors, extent, lanes)
+    assert new == expected
+    product = 1
+    for f in new:
+        product *= f
+    assert product == extent
+
+
+def test_vector_lanes_follow_the_target() -> None:
+    import tvm
+
+    def lanes(mcpu: str) -> int:
+        return vector_lanes(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu}))
+
+    assert lanes("znver3") == 8 and lanes("znver4") == 16 and lanes("x86-64-v3") == 8
+
+
+@pytest.mark.slow
+def test_a_trace_that_does_not_apply_is_skipped_with_a_reason(tuned, host) -> None:
+    database = db_files.open_database(host, tuned[0])
+    (source, *_) = sources_from(database, host.key)
+    other = next(t for t in model_tasks(TINY, host) if t.kind == "depthwise" and t.kind != source.kind)
+    with pytest.raises(TransferSkipped, match="does not replay|rejected|failed"):
+        replay(source.records[0], other.mod, host.tvm_target(), vector_lanes(host.tvm_target()))
+
+
+@pytest.mark.slow
+def test_tuning_measures_transferred_schedules_first(tuned, cli, host, tmp_path) -> None:
+    root = tmp_path / "schedules"
+    shutil.copytree(db_files.database_dir(host, tuned[0]), root / host.key)
+    more = cli(*TUNE[:-4], "3", *TUNE[-4:], "--schedules", root)  # --max-tasks 3: one task more
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "2 already tuned" in more.stdout and "transferred)" in more.stdout, more.stdout
+    assert '"transferred_trials": 0' not in more.stdout
+
+
+@pytest.mark.slow
+def test_a_cpu_without_a_database_draws_on_its_architectures(tuned, cli, host, tmp_path) -> None:
+    """x86-64-v3 (AVX2) has no database: the host's records are replayed for it, reported as transferred
+    from that database, and the library computes what ONNX Runtime does."""
+    built = cli("compile", TINY, "--mcpu", "x86-64-v3", "-o", tmp_path / "v3.so", "--schedules", tuned[0])
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert f"transfers from {host.key}@" in built.stdout and "0 tuned, " in built.stdout, built.stdout
+    assert f"transferred (replayed from {host.key}):" in built.stdout
+    assert "parity with ONNX Runtime: ok" in built.stdout
+
+
+@pytest.mark.slow
+def test_default_cpu_schedules_are_parallel_and_vectorised(host) -> None:
+    convs = [t for t in model_tasks(TINY, host) if t.kind in ("depthwise", "pointwise")][:2]
+    for task in convs:
+        script = default_schedule(task.mod, host.tvm_target()).mod.script()
+        assert "T.parallel" in script and "T.vectorized" in script, task.name
+
+
+@pytest.mark.slow
+def test_the_cost_model_is_saved_beside_the_database_and_reloaded(tuned, host) -> None:
+    folder = db_files.database_dir(host, tuned[0])
+    warnings = []
+    model = load_cost_model(folder, host, warn=warnings.append)
+    assert warnings == [] and model.booster is not None and model.data_size >= 8
+
+
+@pytest.mark.parametrize("damage", ["missing info", "corrupt", "other target"])
+def test_an_unusable_cost_model_is_ignored_with_one_line(tmp_path, host, damage) -> None:
+    import json
+
+    (tmp_path / MODEL_FILE).write_bytes(b"\x1f\x8b not a model")
+    if damage != "missing info":
+        key = host.key if damage == "corrupt" else "aarch64-linux-gnu-cortex-a72"
+        (tmp_path / INFO_FILE).write_text(json.dumps({"target_key": key}))
+    warnings = []
+    model = load_cost_model(tmp_path, host, warn=warnings.append)
+    assert model.booster is None and len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith("mnv2bench: warning: ignoring the cost model")
+    assert load_cost_model(tmp_path / "nothing", host, warn=warnings.append).booster is None
+    assert len(warnings) == 1  # no file at all is a cold start, not a warning
+    save_cost_model(model, tmp_path, host)  # an untrained model is not written over the old file
+    assert (tmp_path / MODEL_FILE).read_bytes() == b"\x1f\x8b not a model"
