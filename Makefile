@@ -11,8 +11,9 @@ bench: $(STAMP)
 	$(VENV)/bin/mnv2bench run
 
 # The test suite (the slow end-to-end tests included; skip them locally with PYTEST_ARGS="-m 'not slow'").
+# -rs says why each skipped test was skipped; --durations=15 lists the slowest tests.
 test: $(STAMP) board
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -rs --durations=15 $(PYTEST_ARGS)
 
 # The emulated aarch64 board (QEMU userland + TVM RPC server) that the cross-hardware tests use.
 board:

@@ -31,20 +31,66 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnv2bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_models_parser, _export_parser, _compile_parser, _tune_parser, _schedules_parser, _run_parser,
+                _profile_parser, _compare_parser, _targets_parser):
+        add(sub)
+    return parser
 
-    p = sub.add_parser("models", help="the registered models, their complexity and the paper's figures")
+
+def version() -> str:
+    """``mnv2bench 0.1.0 (TVM 0.27.0)``, from the installed packages' metadata: no TVM import, so it is fast."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    def of(*packages: str) -> str:
+        for package in packages:
+            try:
+                return installed(package)
+            except PackageNotFoundError:
+                pass
+        return "not installed"
+
+    return f"mnv2bench {of('mnv2bench')} (TVM {of('apache-tvm', 'tvm')})"
+
+
+def _subcommand(sub, name: str, summary: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does and how it is used, examples included."""
+    epilog = "examples:\n" + "\n".join(f"  {example}" for example in examples)
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _models_parser(sub) -> None:
+    p = _subcommand(sub, "models", "the registered models, their complexity and the paper's figures",
+                    "List the registered models: task, parameters and multiply-adds counted here, beside the\n"
+                    "paper's figures (accuracy, MAdds, Pixel 1 latency).",
+                    ["mnv2bench models headline", "mnv2bench models 'mobilenet_v2_1.0_*' --json"])
     p.add_argument("names", nargs="*", default=["all"], help="names, patterns or groups (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("export", help="export a model to ONNX (checked against PyTorch in ONNX Runtime)")
+
+def _export_parser(sub) -> None:
+    p = _subcommand(sub, "export", "export a model to ONNX (checked against PyTorch in ONNX Runtime)",
+                    "Export a registered model to ONNX. The file is checked with the ONNX checker and its\n"
+                    "outputs in ONNX Runtime against PyTorch's.",
+                    ["mnv2bench export mobilenet_v2_1.0_224 -o mnv2.onnx",
+                     "mnv2bench export ssdlite_mobilenet_v2_320 -o ssd.onnx --weights ssd.pth"])
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, type=Path)
     _weights_option(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("compile", help="compile a model (or an ONNX file) into a deployable TVM library")
+
+def _compile_parser(sub) -> None:
+    p = _subcommand(sub, "compile", "compile a model (or an ONNX file) into a deployable TVM library",
+                    "Compile a registered model or an ONNX file with TVM for a target: each kernel takes its tuned\n"
+                    "schedule, else one transferred from a tuned kernel of its kind (any database of the same\n"
+                    "architecture), else a parallel, vectorised default. Checks the library against ONNX Runtime.",
+                    ["mnv2bench compile mobilenet_v2_1.0_224 -o mnv2.so",
+                     "mnv2bench compile model.onnx --target rpi4 -o model-rpi4.so"])
     p.add_argument("model", help="a registered model name or a path to an .onnx file")
     p.add_argument("-o", "--output", required=True, type=Path)
     _target_options(p)
@@ -54,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     _rpc_options(p, boards=False)
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("tune", help="tune the models' kernels with MetaSchedule for a target")
+
+def _tune_parser(sub) -> None:
+    p = _subcommand(sub, "tune", "tune the models' kernels with MetaSchedule for a target",
+                    "Tune the models' kernels with MetaSchedule and add the best schedules to the target's\n"
+                    "database in schedules/. Resumable: trials already in the database count.",
+                    ["mnv2bench tune --models headline --trials-per-task 256",
+                     "mnv2bench tune --target rpi4 --rpc-tracker 127.0.0.1:9190 --trials 2000"])
     _target_options(p)
     p.add_argument("--models", nargs="+", default=["headline"], help="names or groups (default: headline)")
     p.add_argument("--trials-per-task", type=int, default=None, help="trials each task should reach")
@@ -74,23 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
     _schedule_options(p)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("schedules", help="what is tuned, per target: tasks by kind, best latencies, coverage")
+
+def _schedules_parser(sub) -> None:
+    p = _subcommand(sub, "schedules", "what is tuned, per target: tasks by kind, best latencies, coverage",
+                    "Report the schedule databases: tasks by kernel kind, trials, best latencies, and how\n"
+                    "many of each model's kernels they cover.",
+                    ["mnv2bench schedules", "mnv2bench schedules host --models all --json"])
     p.add_argument("target", nargs="?", default=None, help="a target key, preset or triple (default: all)")
     p.add_argument("--models", nargs="+", default=["headline"], help="models to report coverage for")
     p.add_argument("--json", action="store_true")
     p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
     p.set_defaults(func=cmd_schedules)
 
-    p = sub.add_parser("run", help="the main job: benchmark, save into results/, print the comparison")
+
+def _run_parser(sub) -> None:
+    p = _subcommand(sub, "run", "the main job: benchmark, save into results/, print the comparison",
+                    "Benchmark the models on this machine (pytest bench/ --benchmark-only), merge the results\n"
+                    "into results/<hardware>.json, rewrite results/README.md and print the comparison.",
+                    ["mnv2bench run", "mnv2bench run --models mobilenet_v2_1.0_224 --threads 2",
+                     "mnv2bench run --runtimes tvm,onnxruntime,torch -- --benchmark-min-rounds=20"])
     p.add_argument("--models", default="headline", help="comma-separated names or groups (default: headline)")
     p.add_argument("--runtimes", default="tvm,onnxruntime", help="comma-separated (default: tvm,onnxruntime)")
     p.add_argument("--target", default="host")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's results/)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest / pytest-benchmark options")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("profile", help="where one inference's time goes: TVM's kernels beside ONNX Runtime's")
+
+def _profile_parser(sub) -> None:
+    p = _subcommand(sub, "profile", "where one inference's time goes: TVM's kernels beside ONNX Runtime's",
+                    "Profile one model on this machine: TVM's time per kernel kind and its slowest kernels,\n"
+                    "beside ONNX Runtime's own per-node profile.",
+                    ["mnv2bench profile mobilenet_v2_1.0_224", "mnv2bench profile ssdlite_mobilenet_v2_320 --untuned"])
     p.add_argument("model", help="a registered model name or a path to an .onnx file")
     p.add_argument("--threads", type=int, default=None, help="threads for both runtimes (default: all cores)")
     p.add_argument("--runs", type=int, default=30, help="inferences profiled (medians)")
@@ -99,17 +167,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("compare", help="latency tables (and a plot) across machines and runtimes")
-    p.add_argument("files", nargs="*", type=Path, help="result files (default: results/*.json, and regenerate "
-                   "results/README.md)")
-    p.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+
+def _compare_parser(sub) -> None:
+    p = _subcommand(sub, "compare", "per-task latency tables (and a plot) across machines and runtimes",
+                    "Tabulate result files: per task, median ms per machine x runtime, TVM cells with their\n"
+                    "tuned share; then TVM/ORT (time over time, lower is better). Only each machine's newest\n"
+                    "schedules unless --all-schedules. Without files and filters it reads results/*.json and\n"
+                    "rewrites results/README.md and its plot (tracked files).",
+                    ["mnv2bench compare --models headline",
+                     "mnv2bench compare --machines 'x86_64-*' --runtimes tvm,onnxruntime --all-schedules",
+                     "mnv2bench compare run.json results/nvidia-h200.json --format csv"])
+    p.add_argument("files", nargs="*", type=Path, help="result files (default: results/*.json; then, without "
+                   "filters, results/README.md is rewritten)")
+    p.add_argument("--models", type=_comma_list, default=(),
+                   help="comma-separated names, groups (headline, classification, ...) or globs; models found "
+                        "only in the result files count too (default: all)")
+    p.add_argument("--runtimes", type=_comma_list, default=(), help="comma-separated, e.g. tvm,onnxruntime "
+                   "(default: all)")
+    p.add_argument("--machines", type=_comma_list, default=(), help="comma-separated hardware names or globs, "
+                   "e.g. 'x86_64-*' (default: all)")
+    p.add_argument("--all-schedules", action="store_true",
+                   help="also TVM measurements made with a machine's older schedule databases")
+    p.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown",
+                   help="markdown: the tables per task; csv, json: one table with every column")
     p.add_argument("--plot", type=Path, default=None, help="write the latency-vs-MAdds plot here (PNG)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("targets", help="the known targets and hardware presets")
+
+def _targets_parser(sub) -> None:
+    p = _subcommand(sub, "targets", "the known targets and hardware presets",
+                    "List the target presets (boards, GPUs) and triples that --target accepts.",
+                    ["mnv2bench targets", "mnv2bench targets --json"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_targets)
-    return parser
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _weights_option(p: argparse.ArgumentParser) -> None:
@@ -209,9 +303,9 @@ def cmd_tune(args) -> int:
     from bench.build import schedule_databases
     from models.registry import resolve_names
     from schedules.pipeline.compile import model_tasks
-    from schedules.tasks import KINDS
     from schedules.search.measure import RPCOptions
     from schedules.search.tune import SearchOptions, TuningMeasuredNothing, merge_tasks, tune
+    from schedules.tasks import KINDS
 
     if args.remeasure is not None:
         return _remeasure(args)
@@ -231,7 +325,7 @@ def cmd_tune(args) -> int:
             raise UserError("tuning for a GPU measures on one: run this on a machine with an NVIDIA GPU, "
                             "or give --rpc-tracker/--rpc-key of one")
     names = resolve_names(args.models)
-    sources = [] if args.no_transfer else schedule_databases(spec, args.schedules, force=args.force_schedules)[1]
+    sources = None if args.no_transfer else schedule_databases(spec, args.schedules, force=args.force_schedules)[1]
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
     tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
     tasks = [t for t in tasks if args.kinds is None or t.task.kind in args.kinds][: args.max_tasks]
@@ -245,7 +339,7 @@ def cmd_tune(args) -> int:
         summary = tune(
             spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,
             root=args.schedules, rpc=rpc, search=SearchOptions(population_size=args.population),
-            force=args.force_schedules, sources=sources,
+            force=args.force_schedules, transfer=not args.no_transfer, sources=sources,
         )
     except TuningMeasuredNothing as exc:
         print(f"mnv2bench: error: {exc}", file=sys.stderr)
@@ -255,8 +349,8 @@ def cmd_tune(args) -> int:
 
 
 def _remeasure(args) -> int:
-    from schedules.search.remeasure import remeasure
     from schedules.search.measure import RPCOptions
+    from schedules.search.remeasure import remeasure
 
     spec = _spec(args)
     rpc = _rpc(args, spec)
@@ -267,11 +361,11 @@ def _remeasure(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from bench.runtimes import pin_threads
+    from bench.runtimes import check_threads, pin_threads
 
-    threads = args.threads if args.threads is not None else os.cpu_count()
-    if threads < 1 or args.runs < 1 or args.top < 1:
-        raise UserError("--threads, --runs and --top must be positive")
+    threads = check_threads(args.threads) or os.cpu_count()
+    if args.runs < 1 or args.top < 1:
+        raise UserError("--runs and --top must be positive")
     pin_threads(threads)  # before TVM's thread pool exists
     from bench.kernel_profile import format_profile, profile_model
     from targets.registry import resolve_target
@@ -298,6 +392,9 @@ def cmd_run(args) -> int:
 
     from bench.compare import RESULTS_DIR, compare
     from bench.results import merge_run
+    from bench.runtimes import check_threads
+
+    check_threads(args.threads)
 
     results_dir = args.results or RESULTS_DIR
     extra = [a for a in args.pytest_args if a != "--"]
@@ -319,9 +416,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.compare import compare
+    from bench.compare import Selection, compare
 
-    print(compare(args.files or None, fmt=args.format, plot=args.plot))
+    selection = Selection(args.models, args.runtimes, args.machines, args.all_schedules)
+    print(compare(args.files or None, fmt=args.format, plot=args.plot, selection=selection))
     return 0
 
 

@@ -1,18 +1,22 @@
-"""``mnv2bench compare``: pytest-benchmark JSON files from many machines → one table, one plot, results/README.
+"""``mnv2bench compare``: pytest-benchmark JSON files from many machines → per-task tables, a plot, results/README.
 
 The harness writes standard ``pytest --benchmark-json`` files; our facts ride in each benchmark's
 ``extra_info`` and the machine's in ``machine_info``. Nothing here re-measures or re-computes statistics:
-the harness's median is the figure we publish. The paper's figures travel in ``extra_info["paper"]`` and
-are shown next to ours, always labelled as the paper's.
+the harness's median is the figure we publish. Ratios go one way only, TVM over its peer (time over time,
+lower is better), and the paper's figures are always labelled as the paper's.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
 import re
+import sys
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +29,8 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 FORMATS = ("markdown", "csv", "json")
 TASK_ORDER = ("classification", "detection", "segmentation")
 RUNTIME_ORDER = ("tvm", "tvm-untuned", "onnxruntime", "torch")
+#: how a peer runtime is named in a ratio column ("TVM/ORT").
+PEER_NAMES = {"onnxruntime": "ORT"}
 #: extra_info fields without which a row can't be placed in the table.
 REQUIRED_EXTRA = ("model", "task", "runtime", "params", "madds")
 #: fields whose differing values within one hardware+runtime make separate columns (see ``column_label``).
@@ -35,6 +41,14 @@ PAPER_NOTE = (
     "Pixel 1 = one big core of a Google Pixel 1 running TF-Lite). Every other number was measured by this "
     "repository's harness (pytest-benchmark medians) on the machines listed below."
 )
+TUNED_NOTE = (
+    "TVM cells: of the model's n kernels, k run schedules tuned for that machine (tuned k/n), and t more run "
+    "schedules transferred from tuned kernels of the same kind (tuned k + transferred t / n); the others run "
+    "TVM's default schedules."
+)
+RATIO_NOTE = "Each column is TVM's median divided by a peer's on the same machine: below 1.00, TVM is faster."
+#: prose lines are wrapped here; tables are as wide as their columns.
+PROSE_WIDTH = 100
 
 
 class ResultFileError(UserError):
@@ -42,6 +56,22 @@ class ResultFileError(UserError):
 
     A ``UserError`` so the command line prints one line naming the file instead of a traceback.
     """
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``compare`` shows: models (names, groups, globs), runtimes and machines (names or globs), and
+    whether TVM measurements made with a machine's older schedule databases are shown too."""
+
+    models: Sequence[str] = ()
+    runtimes: Sequence[str] = ()
+    machines: Sequence[str] = ()
+    all_schedules: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        """Everything, newest schedules only: the view that results/README.md publishes."""
+        return not (self.models or self.runtimes or self.machines or self.all_schedules)
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -56,16 +86,14 @@ def load_results(paths: Sequence[Path]) -> pd.DataFrame:
     emulated = df["emulated"].astype(bool)
     if emulated.any():
         log.warning("left out %d emulated measurement(s): emulated latencies are never published", emulated.sum())
-    df = df[~emulated].reset_index(drop=True)
-    df["build"], df["label"] = _labels(df)
-    return df
+    return _with_labels(df[~emulated].reset_index(drop=True))
 
 
 _COLUMNS = [
     "file", "datetime", "hardware", "cpu_model", "cores", "gpu", "model", "task", "resolution", "runtime",
     "runtime_version", "tvm_version", "tvm_target", "schedules", "threads", "device", "emulated",
     "latency_source", "median_ms", "mean_ms", "stddev_ms", "iqr_ms", "rounds", "params", "madds",
-    *(f"paper_{f}" for f in PAPER_FIELDS),
+    "tuned", "transferred", "tasks", *(f"paper_{f}" for f in PAPER_FIELDS),
 ]
 
 
@@ -91,7 +119,8 @@ def _file_rows(path: Path) -> list[dict]:
 
 
 def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
-    """Flatten one benchmark entry; seconds become milliseconds."""
+    """Flatten one benchmark entry; seconds become milliseconds. A row's date is its own run's where the
+    file records it (``extra_info["datetime"]``, see ``bench.results``), else the file's."""
     name = bench.get("name", "?") if isinstance(bench, dict) else "?"
     extra = (bench.get("extra_info") or {}) if isinstance(bench, dict) else {}
     missing = [f for f in REQUIRED_EXTRA if extra.get(f) is None]
@@ -108,13 +137,13 @@ def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
     shape = extra.get("input_shape") or [None]
     ms = {f"{k}_ms": _ms(stats.get(k)) for k in ("median", "mean", "stddev", "iqr")}
     return {
-        "file": path.name, "datetime": doc.get("datetime"), "hardware": hardware,
+        "file": path.name, "datetime": extra.get("datetime") or doc.get("datetime"), "hardware": hardware,
         "cpu_model": machine.get("cpu_model") or (machine.get("cpu") or {}).get("brand_raw"),
         "cores": machine.get("cores"), "gpu": machine.get("gpu"),
         **{k: extra.get(k) for k in ("model", "task", "runtime", "runtime_version", "tvm_version", "tvm_target",
                                      "schedules", "threads", "device", "latency_source", "params", "madds")},
         "resolution": shape[-1], "emulated": bool(extra.get("emulated", False)),
-        **ms, "rounds": stats.get("rounds"),
+        **ms, "rounds": stats.get("rounds"), **kernel_counts(extra),
         **{f"paper_{f}": paper.get(f) for f in PAPER_FIELDS},
     }
 
@@ -123,11 +152,116 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
+_NOTES = re.compile(r"(\d+) tuned, (\d+) transferred, \d+ default of (\d+) kernels")
+_OLD_NOTES = re.compile(r"(\d+)/(\d+) tasks tuned")
+
+
+def kernel_counts(extra: dict) -> dict:
+    """Kernels tuned, transferred and in all: from ``extra_info["kernels"]``, or from the notes of files
+    written before it existed ("34/34 tasks tuned": those predate transfer). None where nothing says."""
+    kernels = extra.get("kernels")
+    if isinstance(kernels, dict) and kernels.get("tasks") is not None:
+        return {"tuned": kernels.get("tuned", 0), "transferred": kernels.get("transferred", 0),
+                "tasks": kernels["tasks"]}
+    notes = str(extra.get("notes") or "")
+    if match := _NOTES.search(notes):
+        return dict(zip(("tuned", "transferred", "tasks"), map(int, match.groups())))
+    if match := _OLD_NOTES.search(notes):
+        return {"tuned": int(match[1]), "transferred": 0, "tasks": int(match[2])}
+    return {"tuned": None, "transferred": None, "tasks": None}
+
+
+def tuned_share(tuned, transferred, tasks) -> str:
+    """``"tuned 34/34"``, or ``"tuned 0 + transferred 32 / 34"`` where schedules were transferred; "" if unknown."""
+    if tasks is None or pd.isna(tasks):
+        return ""
+    transferred = 0 if transferred is None or pd.isna(transferred) else int(transferred)
+    if transferred:
+        return f"tuned {int(tuned)} + transferred {transferred} / {int(tasks)}"
+    return f"tuned {int(tuned)}/{int(tasks)}"
+
+
+# --- choosing what to show --------------------------------------------------------------------------
+def select(df: pd.DataFrame, selection: Selection = Selection()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the measurements to show, relabelled; the TVM ones left out for older schedules).
+
+    A machine's newest schedules are decided over all its measurements, before the filters, so that
+    ``--models`` never passes off an older database as the newest.
+    """
+    older = pd.Series(False, index=df.index) if selection.all_schedules else older_schedules(df)
+    chosen = _chosen(df, selection)
+    shown = df[chosen & ~older].reset_index(drop=True)
+    if shown.empty:
+        raise UserError("no measurements match the given --models, --runtimes and --machines")
+    return _with_labels(shown), df[chosen & older].reset_index(drop=True)
+
+
+def _chosen(df: pd.DataFrame, selection: Selection) -> pd.Series:
+    keep = pd.Series(True, index=df.index)
+    if selection.models:
+        keep &= df["model"].isin(match_models(selection.models, df["model"].unique()))
+    if selection.runtimes:
+        keep &= df["runtime"].isin(_match(selection.runtimes, df["runtime"].unique(), "runtime"))
+    if selection.machines:
+        keep &= df["hardware"].isin(_match(selection.machines, df["hardware"].unique(), "machine"))
+    return keep
+
+
+def match_models(names: Sequence[str], in_results: Sequence[str]) -> list[str]:
+    """Registered models that the names, groups or globs resolve to, plus models of the result files they
+    match (a file may hold a model the registry no longer has). A name that matches neither is an error."""
+    from models.registry import resolve_names
+
+    out: list[str] = []
+    for name in names:
+        try:
+            registered = resolve_names([name])
+        except UserError:
+            registered = []
+        found = registered + fnmatch.filter(in_results, name)
+        if not found:
+            raise UserError(f"no model matches {name!r}, neither in the registry nor in the result files")
+        out += [m for m in found if m not in out]
+    return out
+
+
+def _match(patterns: Sequence[str], values: Sequence[str], what: str) -> list[str]:
+    """The values each name or glob matches; one that matches nothing is an error listing the choices."""
+    out: list[str] = []
+    for pattern in patterns:
+        found = fnmatch.filter(values, pattern)
+        if not found:
+            raise UserError(f"no {what} matches {pattern!r}; the result files have {', '.join(sorted(values))}")
+        out += found
+    return out
+
+
+def older_schedules(df: pd.DataFrame) -> pd.Series:
+    """True for TVM measurements whose schedules are not the newest of their machine and runtime."""
+    tvm = df["runtime"].astype(str).str.startswith("tvm") & df["schedules"].notna()
+    older = pd.Series(False, index=df.index)
+    for _, rows in df[tvm].groupby(["hardware", "runtime"], sort=False):
+        older[rows.index] = rows["schedules"] != newest_schedules(rows)
+    return older
+
+
+def newest_schedules(rows: pd.DataFrame) -> str:
+    """The schedules of the newest measurement; among equally dated ones, the database with the larger tuned
+    share (older files date every row with the file's date, and a database's tuned share only grows); last,
+    the one that comes later."""
+    share = rows["tuned"].astype(float) / rows["tasks"].astype(float)
+    keyed = rows.assign(date=rows["datetime"].fillna("").astype(str), share=share.fillna(-1.0),
+                        position=range(len(rows)))
+    per_db = keyed.groupby("schedules").agg(date=("date", "max"), share=("share", "mean"),
+                                            position=("position", "max"))
+    return per_db.sort_values(["date", "share", "position"]).index[-1]
+
+
 # --- column labels ----------------------------------------------------------------------------------
 def column_label(row: pd.Series | dict, varying: Sequence[str] = ()) -> str:
     """The table column a measurement goes to: ``"<hardware> <runtime>"``.
 
-    ``varying`` names the build fields (``BUILD_FIELDS``) that differ among the inputs' measurements
+    ``varying`` names the build fields (``BUILD_FIELDS``) that differ among the shown measurements
     of this hardware+runtime; they are appended in brackets (``"x86_64-znver4-2c tvm [0.27.0 @1a2b3c]"``)
     so that two TVM versions or two schedule databases never share a column and get silently mixed.
     """
@@ -156,17 +290,18 @@ def _short_schedules(schedules: str | None) -> str:
     return "@" + schedules.split("@", 1)[1][:6] if "@" in schedules else str(schedules)
 
 
-def _labels(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Per row: the bracketed build suffix ("" unless mixed) and the full column label."""
+def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with per row the bracketed build suffix ("" unless mixed) and the full column label; decided
+    over the rows given, so that a filter that leaves one database unmixes its column."""
     builds, labels = pd.Series("", index=df.index, dtype=object), pd.Series("", index=df.index, dtype=object)
     for _, group in df.groupby(["hardware", "runtime"], sort=False):
         varying = [f for f in BUILD_FIELDS if group[f].astype(str).nunique() > 1]
         for i, row in group.iterrows():
             builds[i], labels[i] = _build_suffix(row, varying), column_label(row, varying)
-    return builds, labels
+    return df.assign(build=builds, label=labels)
 
 
-# --- the table --------------------------------------------------------------------------------------
+# --- the tables -------------------------------------------------------------------------------------
 def _model_order(df: pd.DataFrame) -> list[str]:
     """Classification by width then resolution (both descending, as the paper lists them), then detection,
     then segmentation; anything else in order of first appearance."""
@@ -174,19 +309,22 @@ def _model_order(df: pd.DataFrame) -> list[str]:
     facts = df.drop_duplicates("model").set_index("model")
 
     def key(model: str) -> tuple:
-        task = facts.at[model, "task"]
-        rank = TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
         width = re.search(r"_(\d+(?:\.\d+)?)_\d+$", model)
         res = facts.at[model, "resolution"]
-        return (rank, -float(width[1]) if width else 0.0, -float(res) if pd.notna(res) else 0.0, first[model])
+        return (_task_rank(facts.at[model, "task"]), -float(width[1]) if width else 0.0,
+                -float(res) if pd.notna(res) else 0.0, first[model])
 
     return sorted(first, key=key)
+
+
+def _task_rank(task: str) -> int:
+    return TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
 
 
 def _label_order(df: pd.DataFrame) -> list[str]:
     labels = df.drop_duplicates("label")
 
-    def key(row: pd.Series) -> tuple:
+    def key(row) -> tuple:
         rank = RUNTIME_ORDER.index(row.runtime) if row.runtime in RUNTIME_ORDER else len(RUNTIME_ORDER)
         return (row.hardware, rank, row.label)
 
@@ -218,35 +356,84 @@ def _latest(df: pd.DataFrame) -> pd.DataFrame:
     return latest
 
 
-def _speedups(df: pd.DataFrame, latency: pd.DataFrame, pixel1_ms: pd.Series) -> pd.DataFrame:
-    """Per hardware: ORT median / TVM median and the paper's Pixel 1 / TVM median (> 1: TVM is faster)."""
-    out = {}
-    labels = df.drop_duplicates("label")
-    for hardware, on_hw in labels.groupby("hardware", sort=True):
-        tvm = on_hw[on_hw["runtime"] == "tvm"]
-        ort = on_hw[on_hw["runtime"] == "onnxruntime"]
-        for t in tvm.itertuples():
-            for o in ort.itertuples():
-                name = f"{hardware} TVM vs ORT" + "".join(f" [{b}]" for b in (t.build, o.build) if b)
-                out[name] = latency[o.label] / latency[t.label]
-            out[f"{hardware} TVM vs Pixel 1" + (f" [{t.build}]" if t.build else "")] = pixel1_ms / latency[t.label]
-    return pd.DataFrame(out, index=latency.index)
+def _by_model(df: pd.DataFrame, values: str, labels: list[str]) -> pd.DataFrame:
+    """Models (in the paper's order) × the given column labels, from the newest measurement of each."""
+    table = _latest(df).pivot(index="model", columns="label", values=values)
+    table = table.reindex(index=_model_order(df), columns=labels)
+    table.index.name, table.columns.name = "model", None
+    return table
 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Models × (the paper's figures, median ms per hardware+runtime column, speedups); index = model."""
+    """Models × machine-runtime columns: median ms; index = model."""
     if df.empty:
         raise UserError("no published measurements to tabulate")
-    models = _model_order(df)
-    latency = (
-        _latest(df).pivot(index="model", columns="label", values="median_ms").reindex(index=models,
-                                                                                   columns=_label_order(df))
-    )
-    paper = _paper_columns(df, models)
-    table = pd.concat([paper, latency, _speedups(df, latency, paper["paper Pixel 1 (ms)"])], axis=1)
+    return _by_model(df, "median_ms", _label_order(df))
+
+
+def tuned_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Models × TVM columns: how much of each TVM measurement was tuned ("tuned 34/34"; "" if unknown)."""
+    shares = df.assign(share=[tuned_share(*r) for r in df[["tuned", "transferred", "tasks"]].itertuples(index=False)])
+    tvm = set(df.loc[df["runtime"].astype(str).str.startswith("tvm"), "label"])
+    return _by_model(shares, "share", [label for label in _label_order(df) if label in tvm]).fillna("")
+
+
+def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Models × ``"<machine> TVM/<peer>"``: TVM's median over each peer's on the same machine (time over
+    time, lower is better). Models without any ratio are left out."""
+    latency = latency_table(df)
+    columns = df.drop_duplicates("label").set_index("label").loc[_label_order(df)]
+    out = {}
+    for hardware, on_hw in columns.groupby("hardware", sort=True):
+        peers = on_hw[~on_hw["runtime"].astype(str).str.startswith("tvm")]
+        for tvm_label, tvm in on_hw[on_hw["runtime"] == "tvm"].iterrows():
+            for peer_label, peer in peers.iterrows():
+                out[_ratio_label(hardware, tvm, peer)] = latency[tvm_label] / latency[peer_label]
+    return pd.DataFrame(out, index=latency.index).dropna(how="all")
+
+
+def _ratio_label(hardware: str, tvm: pd.Series, peer: pd.Series) -> str:
+    """``"x86_64-znver4-2c TVM/ORT"``, with the bracketed builds where a machine has several."""
+    def side(name: str, build: str) -> str:
+        return name + (f" [{build}]" if build else "")
+
+    return f"{hardware} {side('TVM', tvm['build'])}/{side(peer_name(peer['runtime']), peer['build'])}"
+
+
+def peer_name(runtime: str) -> str:
+    return PEER_NAMES.get(runtime, runtime)
+
+
+def ratio_title(ratios: pd.DataFrame) -> str:
+    """``"TVM/ORT (time over time, lower is better)"``, naming every peer of the ratio table's columns."""
+    peers = {column.rsplit("/", 1)[1].split(" [")[0] for column in ratios.columns}
+    ordered = sorted(peers, key=lambda peer: (peer != peer_name("onnxruntime"), peer))
+    return " and ".join(f"TVM/{peer}" for peer in ordered) + " (time over time, lower is better)"
+
+
+def data_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Everything per model, for CSV and JSON: the paper's figures, the medians, the tuned shares, the ratios."""
+    latency = latency_table(df)
+    parts = [_paper_columns(df, list(latency.index)), latency, tuned_table(df).add_suffix(" tuned"), ratio_table(df)]
+    table = pd.concat(parts, axis=1).reindex(latency.index)
     table.index.name = "model"
-    table.columns.name = None
     return table
+
+
+def task_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per task, models × columns as shown to a reader: the median in ms, with its tuned share in TVM cells.
+    Columns that measured none of a task's models are left out of its table."""
+    latency, tuned = latency_table(df), tuned_table(df)
+    cells = latency.apply(lambda col: col.map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"))
+    for label in tuned.columns:
+        marked = (tuned[label] != "") & latency[label].notna()
+        cells.loc[marked, label] += " (" + tuned.loc[marked, label] + ")"
+    task_of = df.drop_duplicates("model").set_index("model")["task"].reindex(latency.index)
+    tables = {}
+    for task in sorted(task_of.unique(), key=_task_rank):
+        rows = task_of == task
+        tables[task] = cells.loc[rows, latency.loc[rows].notna().any()]
+    return tables
 
 
 # --- output -----------------------------------------------------------------------------------------
@@ -258,9 +445,43 @@ def render(table: pd.DataFrame, fmt: str) -> str:
         return cells.to_markdown(index=False, floatfmt=".2f", missingval="–")
     if fmt == "csv":
         return flat.to_csv(index=False)
-    if fmt == "json":
-        return flat.to_json(orient="records", indent=2)
+    if fmt == "json":  # through json.dumps: pandas would escape the "/" of "TVM/ORT"
+        return json.dumps(json.loads(flat.to_json(orient="records")), indent=2, ensure_ascii=False)
     raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _render_cells(table: pd.DataFrame) -> str:
+    """A table of ready-made strings as markdown: models left, figures right, no number re-parsed."""
+    align = ("left",) + ("right",) * len(table.columns)
+    return table.reset_index().to_markdown(index=False, colalign=align, disable_numparse=True)
+
+
+def _prose(text: str) -> str:
+    return textwrap.fill(text, PROSE_WIDTH, break_on_hyphens=False)
+
+
+def report(df: pd.DataFrame, left_out: pd.DataFrame | None = None, heading: str = "##") -> str:
+    """What a reader takes in: per task, median ms per machine × runtime (TVM cells with their tuned share);
+    then the TVM/peer ratios; then what was left out."""
+    parts = []
+    for task, table in task_tables(df).items():
+        parts += [f"{heading} {task}: median latency (ms)", "", _render_cells(table), ""]
+    if df["runtime"].astype(str).str.startswith("tvm").any():
+        parts += [_prose(TUNED_NOTE), ""]
+    ratios = ratio_table(df)
+    if not ratios.empty:
+        parts += [f"{heading} {ratio_title(ratios)}", "", _prose(RATIO_NOTE), "", render(ratios, "markdown"), ""]
+    if left_out is not None and not left_out.empty:
+        parts += [_prose(left_out_note(left_out)), ""]
+    return "\n".join(parts).rstrip("\n")
+
+
+def left_out_note(left_out: pd.DataFrame) -> str:
+    """One sentence: how many TVM measurements older schedules account for, and which databases."""
+    dbs = left_out.groupby("hardware")["schedules"].agg(lambda s: ", ".join(sorted(map(_short_schedules, set(s)))))
+    where = "; ".join(f"{hw}: {names}" for hw, names in dbs.items())
+    return (f"Left out: {len(left_out)} TVM measurement(s) made with a machine's older schedules ({where}); "
+            "`mnv2bench compare --all-schedules` shows them.")
 
 
 def _replace_atomically(path: Path, write) -> Path:
@@ -331,23 +552,26 @@ def _machine_section(hardware: str, rows: pd.DataFrame) -> str:
     ])
 
 
-def write_results_readme(df: pd.DataFrame, results_dir: Path, plot_name: str = "latency_vs_madds.png") -> Path:
-    """(Re)write ``results_dir/README.md`` and its plot from the measurements: the published results page."""
+def write_results_readme(df: pd.DataFrame, results_dir: Path, left_out: pd.DataFrame | None = None,
+                         plot_name: str = "latency_vs_madds.png") -> Path:
+    """(Re)write ``results_dir/README.md`` and its plot from the measurements: the published results page,
+    with the same per-task tables and ratios that ``mnv2bench compare`` prints."""
     results_dir = Path(results_dir)
     plot_latency_vs_madds(df, results_dir / plot_name)
+    models = _paper_columns(df, _model_order(df)).drop(columns="task")
     machines = [_machine_section(hw, rows) for hw, rows in df.groupby("hardware", sort=True)]
     text = "\n".join([
         "<!-- Generated by `mnv2bench compare` from results/*.json; edit bench/compare.py, not this file. -->",
         "",
         "# Results",
         "",
-        PAPER_NOTE,
+        _prose(PAPER_NOTE),
         "",
-        "## Median latency (ms) and speedups",
+        report(df, left_out, heading="##"),
         "",
-        "Speedups are ratios of medians; above 1 means TVM is faster.",
+        "## The models",
         "",
-        render(latency_table(df), "markdown"),
+        render(models, "markdown"),
         "",
         f"![median latency vs multiply-adds]({plot_name})",
         "",
@@ -364,25 +588,32 @@ def compare(
     plot: Path | None = None,
     results_dir: Path = RESULTS_DIR,
     readme: bool | None = None,
+    selection: Selection = Selection(),
 ) -> str:
-    """The whole ``mnv2bench compare`` job; returns the rendered table.
+    """The whole ``mnv2bench compare`` job; returns what it prints: the per-task tables and the ratios as
+    markdown, or one table of everything as CSV or JSON.
 
-    With no ``paths`` it reads ``results_dir/*.json`` and (unless ``readme=False``) rewrites
-    ``results_dir/README.md`` and its plot, so the published page always matches the published files.
-    With explicit ``paths`` nothing is published unless ``readme=True``.
+    With no ``paths`` and the default selection it reads ``results_dir/*.json`` and (unless
+    ``readme=False``) rewrites ``results_dir/README.md`` and its plot, so the published page always
+    matches the published files. Otherwise nothing is published unless ``readme=True``.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    published = paths is None
-    files = sorted(Path(results_dir).glob("*.json")) if published else [Path(p) for p in paths]
+    published = paths is None and selection.is_default
+    files = sorted(Path(results_dir).glob("*.json")) if paths is None else [Path(p) for p in paths]
     if not files:
         raise UserError(f"no result files (none given, none in {results_dir}/*.json); run the benchmarks first")
     df = load_results(files)
     if df.empty:
         raise UserError(f"no published measurements in {len(files)} file(s): all are emulated or empty")
-    table = latency_table(df)
+    shown, left_out = select(df, selection)
     if plot is not None:
-        plot_latency_vs_madds(df, Path(plot))
+        plot_latency_vs_madds(shown, Path(plot))
     if published if readme is None else readme:
-        write_results_readme(df, Path(results_dir))
-    return render(table, fmt)
+        path = write_results_readme(shown, Path(results_dir), left_out)
+        print(f"mnv2bench: updated {path} and its plot", file=sys.stderr)
+    if fmt == "markdown":
+        return report(shown, left_out)
+    if not left_out.empty:
+        log.warning("%s", left_out_note(left_out))
+    return render(data_table(shown), fmt)

@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _options(config: pytest.Config) -> Options:
     from pathlib import Path
 
-    from bench.runtimes import pin_threads
+    from bench.runtimes import check_threads, pin_threads
     from models.registry import resolve_names
     from targets.registry import resolve_target
 
@@ -46,7 +46,10 @@ def _options(config: pytest.Config) -> Options:
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise pytest.UsageError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
-    threads = config.getoption("threads") or os.cpu_count() or 1
+    try:
+        threads = check_threads(config.getoption("threads")) or os.cpu_count() or 1
+    except UserError as exc:
+        raise pytest.UsageError(str(exc)) from None
     pin_threads(threads)
     try:
         target = resolve_target(config.getoption("target"), config.getoption("mcpu"), config.getoption("arch"))

@@ -33,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="append the measurements to this CSV (the tuning curve: latency vs trials spent)")
     args = parser.parse_args(argv)
 
-    from bench.runtimes import pin_threads
+    from bench.runtimes import check_threads, pin_threads
+    from models.errors import UserError
 
+    try:
+        check_threads(args.threads)
+    except UserError as exc:
+        print(f"perf_vs_ort: error: {exc}", file=sys.stderr)
+        return 2
     pin_threads(args.threads)  # before TVM's thread pool exists
 
     from bench.build import compile_to_library

@@ -31,6 +31,8 @@ def merge_run(run_json: Path, results_dir: Path) -> Path:
         raise UserError(f"{run_json} has no machine_info.hardware: not written by the mnv2bench harness")
     if any(b.get("extra_info", {}).get("emulated") for b in run.get("benchmarks", [])):
         raise UserError("emulated measurements are never published in results/")
+    for bench in run.get("benchmarks", []):  # kept rows keep their own run's date (compare's "newest schedules")
+        bench.setdefault("extra_info", {}).setdefault("datetime", run.get("datetime"))
     target = results_dir / f"{hardware}.json"
     merged = run
     if target.exists():

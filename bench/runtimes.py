@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import UserError
 from models.export import INPUT_NAME
 
 
@@ -204,3 +205,10 @@ def pin_threads(threads: int) -> None:
     os.environ["TVM_NUM_THREADS"] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` unchanged, or a ``UserError`` if it is below 1: the one check (and message) behind every
+    --threads option (``mnv2bench run`` and ``profile``, ``pytest bench/``, ``perf_vs_ort.py``). None: all cores."""
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1 (got {threads}); leave it out to use every core")
+    return threads

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import torch
 
+from bench.cli import build_parser, main
 from models.registry import create_model
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -68,6 +75,55 @@ def test_weights_that_do_not_fit(cli, tmp_path) -> None:
     not_a_checkpoint.write_text("hello")
     result = cli("export", "mobilenet_v2_0.35_96", "-o", "x.onnx", "--weights", str(not_a_checkpoint))
     assert_one_line_error(result, "cannot read weights file")
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"mnv2bench {version('mnv2bench')} ") and f"TVM {version('apache-tvm')}" in out
+
+
+def test_every_subcommand_has_a_description_and_examples() -> None:
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert {"models", "compile", "tune", "run", "compare", "profile"} <= set(subcommands)
+    for name, parser in subcommands.items():
+        assert parser.description and parser.epilog.startswith("examples:"), name
+        assert f"mnv2bench {name}" in parser.epilog, name
+        assert f"mnv2bench {name}" in parser.format_help(), name  # shown as written, not re-wrapped
+
+
+THREADS_ERROR = "--threads must be at least 1 (got 0)"
+
+
+@pytest.mark.parametrize("args", [("run", "--threads", "0"), ("profile", "mobilenet_v2_1.0_224", "--threads", "0")])
+def test_zero_threads_rejected_by_the_cli(cli, args) -> None:
+    assert_one_line_error(cli(*args, timeout=120), THREADS_ERROR)
+
+
+def test_zero_threads_rejected_by_pytest_bench(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench"), "--threads", "0",
+                             "-p", "no:cacheprovider", "--rootdir", str(REPO)],
+                            check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 4, result.stderr[-2000:]  # pytest's usage error
+    assert f"ERROR: {THREADS_ERROR}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_zero_threads_rejected_by_perf_vs_ort(tmp_path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "perf_vs_ort.py"), "--threads", "0"],
+                            check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"perf_vs_ort: error: {THREADS_ERROR}; leave it out to use every core"
+
+
+def test_compare_headline_fits_160_columns(cli) -> None:
+    files = sorted((REPO / "results").glob("*.json"))
+    result = cli("compare", *files, "--models", "headline", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 160
+    assert "TVM/ORT" in result.stdout and "lower is better" in result.stdout
+    assert_one_line_error(cli("compare", *files, "--machines", "riscv*", timeout=120), "no machine matches")
 
 
 @pytest.mark.slow

@@ -9,14 +9,24 @@ from pathlib import Path
 import pytest
 
 from bench.compare import (
+    RESULTS_DIR,
+    Selection,
     column_label,
     compare,
+    data_table,
+    kernel_counts,
     latency_table,
     load_results,
     plot_latency_vs_madds,
+    ratio_table,
     render,
+    report,
+    select,
+    task_tables,
+    tuned_share,
     write_results_readme,
 )
+from bench.results import merge_run
 from models.errors import UserError
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -30,9 +40,9 @@ def fixture_median_ms(path: Path, model: str, runtime: str, schedules_hash: str 
     """The expected figure, straight from the file's seconds: what the table must show."""
     for bench in json.loads(path.read_text())["benchmarks"]:
         extra = bench["extra_info"]
-        if (extra["model"], extra["runtime"]) == (model, runtime) and not extra["emulated"]:
-            if schedules_hash in (extra["schedules"] or ""):
-                return bench["stats"]["median"] * 1e3
+        same = (extra["model"], extra["runtime"]) == (model, runtime) and not extra["emulated"]
+        if same and schedules_hash in (extra["schedules"] or ""):
+            return bench["stats"]["median"] * 1e3
     raise LookupError((path, model, runtime))
 
 
@@ -57,32 +67,36 @@ def test_rows_and_emulated_dropped(two_machines, caplog):
 def test_latency_table_rows_columns_and_medians(two_machines):
     table = latency_table(two_machines)
     assert list(table.index) == [MNV2, SSD]  # classification before detection, whatever the file order
-    assert list(table.columns[:8]) == [
-        "task", "paper accuracy", "metric", "params (M)", "paper params (M)", "MAdds (M)", "paper MAdds (M)",
-        "paper Pixel 1 (ms)",
-    ]
-    latency = [
+    assert list(table.columns) == [
         "aarch64-cortex-a72-4c tvm", "aarch64-cortex-a72-4c onnxruntime",
         "x86_64-znver4-2c tvm", "x86_64-znver4-2c onnxruntime",
     ]
-    assert list(table.columns[8:12]) == latency
     for path, hw in ((X86, "x86_64-znver4-2c"), (ARM, "aarch64-cortex-a72-4c")):
         for model in (MNV2, SSD):
             for runtime in ("tvm", "onnxruntime"):
                 assert table.at[model, f"{hw} {runtime}"] == pytest.approx(fixture_median_ms(path, model, runtime))
+
+
+def test_data_table_carries_the_papers_figures(two_machines):
+    table = data_table(two_machines)
+    assert list(table.columns[:8]) == [
+        "task", "paper accuracy", "metric", "params (M)", "paper params (M)", "MAdds (M)", "paper MAdds (M)",
+        "paper Pixel 1 (ms)",
+    ]
     assert table.at[MNV2, "paper Pixel 1 (ms)"] == 75.0
     assert table.at[SSD, "metric"] == "mAP"
     assert table.at[MNV2, "params (M)"] == pytest.approx(3.504872)
+    assert "x86_64-znver4-2c tvm tuned" in table.columns and "x86_64-znver4-2c TVM/ORT" in table.columns
 
 
-def test_speedups(two_machines):
-    table = latency_table(two_machines)
+def test_ratios_are_tvm_over_the_peer(two_machines):
+    ratios = ratio_table(two_machines)
     tvm, ort = fixture_median_ms(X86, MNV2, "tvm"), fixture_median_ms(X86, MNV2, "onnxruntime")
-    assert table.at[MNV2, "x86_64-znver4-2c TVM vs ORT"] == pytest.approx(ort / tvm)
-    assert table.at[MNV2, "x86_64-znver4-2c TVM vs ORT"] > 1  # the fixture's TVM is faster
-    assert table.at[MNV2, "x86_64-znver4-2c TVM vs Pixel 1"] == pytest.approx(75.0 / tvm)
-    arm_tvm = fixture_median_ms(ARM, SSD, "tvm")
-    assert table.at[SSD, "aarch64-cortex-a72-4c TVM vs Pixel 1"] == pytest.approx(200.0 / arm_tvm)
+    assert ratios.at[MNV2, "x86_64-znver4-2c TVM/ORT"] == pytest.approx(tvm / ort)
+    assert ratios.at[MNV2, "x86_64-znver4-2c TVM/ORT"] < 1  # the fixture's TVM is faster: time over time
+    arm_tvm, arm_ort = fixture_median_ms(ARM, SSD, "tvm"), fixture_median_ms(ARM, SSD, "onnxruntime")
+    assert ratios.at[SSD, "aarch64-cortex-a72-4c TVM/ORT"] == pytest.approx(arm_tvm / arm_ort)
+    assert not [c for c in ratios.columns if "Pixel" in c or "vs" in c]
 
 
 def test_mixed_schedules_become_separate_columns():
@@ -94,7 +108,9 @@ def test_mixed_schedules_become_separate_columns():
     assert table.at[MNV2, a] == pytest.approx(fixture_median_ms(MIXED, MNV2, "tvm", "@1a2b3c"))
     assert table.at[MNV2, b] == pytest.approx(fixture_median_ms(MIXED, MNV2, "tvm", "@9f8e7d"))
     ort = fixture_median_ms(MIXED, MNV2, "onnxruntime")
-    assert table.at[MNV2, "x86_64-znver4-2c TVM vs ORT [0.27.0 @9f8e7d]"] == pytest.approx(ort / table.at[MNV2, b])
+    assert ratio_table(df).at[MNV2, "x86_64-znver4-2c TVM [0.27.0 @9f8e7d]/ORT"] == pytest.approx(
+        table.at[MNV2, b] / ort
+    )
 
 
 def test_mixing_is_decided_across_all_inputs():
@@ -118,7 +134,7 @@ def test_column_label():
 
 
 def test_render_formats(two_machines):
-    table = latency_table(two_machines)
+    table = data_table(two_machines)
     tvm_ms = fixture_median_ms(X86, MNV2, "tvm")
     md = render(table, "markdown")
     assert md.splitlines()[0].startswith("| model")
@@ -145,7 +161,9 @@ def test_results_readme(two_machines, tmp_path):
     assert readme == tmp_path / "README.md"
     assert text.startswith("<!-- Generated")
     assert "Sandler et al." in text and "Pixel 1" in text
-    assert render(latency_table(two_machines), "markdown") in text
+    assert report(two_machines) in text
+    assert "TVM/ORT (time over time, lower is better)" in text
+    assert "ORT/TVM" not in text and "TVM vs ORT" not in text and "above 1 means TVM is faster" not in text
     assert "![" in text and "(latency_vs_madds.png)" in text
     assert (tmp_path / "latency_vs_madds.png").read_bytes()[:4] == b"\x89PNG"
     assert "### aarch64-cortex-a72-4c" in text and "### x86_64-znver4-2c" in text
@@ -157,7 +175,7 @@ def test_compare_defaults_publish_results_dir(tmp_path):
     for src in (X86, ARM):
         (tmp_path / src.name).write_text(src.read_text())
     out = compare(results_dir=tmp_path)
-    assert "x86_64-znver4-2c TVM vs ORT" in out
+    assert "x86_64-znver4-2c TVM/ORT" in out
     assert (tmp_path / "README.md").exists() and (tmp_path / "latency_vs_madds.png").exists()
 
 
@@ -208,3 +226,131 @@ def test_bad_files_raise_user_error_naming_the_file(tmp_path, case, message):
         load_results([X86, path])
     assert path.name in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# --- for people: tuned shares, newest schedules, filters, per-task tables -------------------------------
+def write_results(path: Path, hardware: str, rows: list[dict], datetime: str = "2026-12-01T00:00:00+00:00") -> Path:
+    """A minimal pytest-benchmark file: one benchmark per dict (model, runtime, ms; task, schedules, notes,
+    kernels, datetime optional)."""
+    benchmarks = []
+    for row in rows:
+        extra = {"model": row["model"], "runtime": row["runtime"], "task": row.get("task", "classification"),
+                 "params": 1, "madds": 1, "hardware": hardware, "schedules": row.get("schedules"),
+                 **{k: row[k] for k in ("notes", "kernels", "datetime") if k in row}}
+        benchmarks.append({"name": f"test_latency[{row['model']}-{row['runtime']}]", "extra_info": extra,
+                           "stats": {"median": row["ms"] / 1e3}})
+    path.write_text(json.dumps({"machine_info": {"hardware": hardware}, "benchmarks": benchmarks,
+                                "datetime": datetime}))
+    return path
+
+
+def test_kernel_counts_from_new_and_old_files():
+    kernels = {"tuned": 0, "transferred": 32, "default": 2, "tasks": 34, "transferred_from": ["x@1"]}
+    assert kernel_counts({"kernels": kernels}) == {"tuned": 0, "transferred": 32, "tasks": 34}
+    assert kernel_counts({"notes": "3 tuned, 2 transferred, 29 default of 34 kernels"}) == {
+        "tuned": 3, "transferred": 2, "tasks": 34}
+    assert kernel_counts({"notes": "34/34 tasks tuned"}) == {"tuned": 34, "transferred": 0, "tasks": 34}
+    assert kernel_counts({"notes": ""}) == {"tuned": None, "transferred": None, "tasks": None}
+    assert tuned_share(34, 0, 34) == "tuned 34/34"
+    assert tuned_share(0, 32, 34) == "tuned 0 + transferred 32 / 34"
+    assert tuned_share(None, None, None) == ""
+
+
+def test_tvm_cells_show_their_tuned_share(tmp_path):
+    path = write_results(tmp_path / "hw.json", "hw", [
+        {"model": MNV2, "runtime": "tvm", "ms": 4.0, "schedules": "k@aaaaaa", "notes": "34/34 tasks tuned"},
+        {"model": SSD, "runtime": "tvm", "ms": 12.0, "task": "detection", "schedules": "k@aaaaaa",
+         "kernels": {"tuned": 0, "transferred": 60, "default": 2, "tasks": 62}},
+        {"model": MNV2, "runtime": "onnxruntime", "ms": 5.0},
+    ])
+    tables = task_tables(load_results([path]))
+    assert list(tables) == ["classification", "detection"]
+    assert tables["classification"].at[MNV2, "hw tvm"] == "4.00 (tuned 34/34)"
+    assert tables["classification"].at[MNV2, "hw onnxruntime"] == "5.00"
+    assert tables["detection"].at[SSD, "hw tvm"] == "12.00 (tuned 0 + transferred 60 / 62)"
+    assert list(tables["detection"].columns) == ["hw tvm"]  # no ORT measurement of a detection model
+
+
+def test_only_the_newest_schedules_unless_asked(tmp_path):
+    path = write_results(tmp_path / "hw.json", "hw", [
+        {"model": MNV2, "runtime": "tvm", "ms": 4.0, "schedules": "k@new000", "datetime": "2026-12-02"},
+        {"model": SSD, "runtime": "tvm", "ms": 90.0, "task": "detection", "schedules": "k@old000",
+         "datetime": "2026-12-01"},
+        {"model": SSD, "runtime": "onnxruntime", "ms": 15.0, "task": "detection"},
+    ])
+    df = load_results([path])
+    shown, left_out = select(df)
+    assert set(shown.loc[shown.runtime == "tvm", "schedules"]) == {"k@new000"}
+    assert list(left_out["model"]) == [SSD]
+    assert set(shown["label"]) == {"hw tvm", "hw onnxruntime"}  # one database left: no bracketed builds
+    assert "Left out: 1 TVM measurement(s)" in report(shown, left_out) and "@old000" in report(shown, left_out)
+    everything, none = select(df, Selection(all_schedules=True))
+    assert len(everything) == 3 and none.empty
+    assert set(everything.loc[everything.runtime == "tvm", "label"]) == {"hw tvm [@new000]", "hw tvm [@old000]"}
+
+
+def test_newest_schedules_in_files_without_row_dates(tmp_path):
+    """Older files date every row with the file's date: the more tuned database is the newer one."""
+    path = write_results(tmp_path / "hw.json", "hw", [
+        {"model": MNV2, "runtime": "tvm", "ms": 4.0, "schedules": "k@tuned0", "notes": "34/34 tasks tuned"},
+        {"model": SSD, "runtime": "tvm", "ms": 90.0, "task": "detection", "schedules": "k@older0",
+         "notes": "2/62 tasks tuned"},
+        {"model": "mobilenet_v2_0.5_96", "runtime": "tvm", "ms": 9.0, "schedules": "k@older0",
+         "notes": "2/34 tasks tuned"},
+    ])
+    shown, left_out = select(load_results([path]))
+    assert list(shown["schedules"]) == ["k@tuned0"] and len(left_out) == 2
+
+
+def test_merged_rows_keep_their_own_run_date(tmp_path):
+    results = tmp_path / "results"
+    first = write_results(tmp_path / "a.json", "hw", [
+        {"model": SSD, "runtime": "tvm", "ms": 90.0, "task": "detection", "schedules": "k@old000"}],
+        datetime="2026-12-01T00:00:00+00:00")
+    second = write_results(tmp_path / "b.json", "hw", [
+        {"model": MNV2, "runtime": "tvm", "ms": 4.0, "schedules": "k@new000"}], datetime="2026-12-02T00:00:00+00:00")
+    merge_run(first, results)
+    merged = merge_run(second, results)
+    shown, left_out = select(load_results([merged]))
+    assert list(shown["schedules"]) == ["k@new000"] and list(left_out["schedules"]) == ["k@old000"]
+
+
+def test_filters(two_machines, tmp_path):
+    def shown(**kwargs) -> set:
+        rows, _ = select(two_machines, Selection(**kwargs))
+        return set(zip(rows.model, rows.hardware, rows.runtime))
+
+    assert {m for m, _, _ in shown(models=["classification"])} == {MNV2}
+    assert {m for m, _, _ in shown(models=["ssdlite*"])} == {SSD}
+    assert {m for m, _, _ in shown(models=["headline"])} == {MNV2, SSD}
+    assert {h for _, h, _ in shown(machines=["aarch64-*"])} == {"aarch64-cortex-a72-4c"}
+    assert {r for _, _, r in shown(runtimes=["onnxruntime"])} == {"onnxruntime"}
+    with pytest.raises(UserError, match="no model matches 'resnet50'"):
+        select(two_machines, Selection(models=["resnet50"]))
+    with pytest.raises(UserError, match="no machine matches 'riscv\\*'.*x86_64-znver4-2c"):
+        select(two_machines, Selection(machines=["riscv*"]))
+    with pytest.raises(UserError, match="no runtime matches 'tensorrt'"):
+        select(two_machines, Selection(runtimes=["tensorrt"]))
+    custom = write_results(tmp_path / "hw.json", "hw", [{"model": "my_net", "runtime": "onnxruntime", "ms": 1.0}])
+    rows, _ = select(load_results([custom]), Selection(models=["my_*"]))  # only in the results: kept
+    assert list(rows["model"]) == ["my_net"]
+
+
+def test_filters_publish_nothing(tmp_path):
+    (tmp_path / X86.name).write_text(X86.read_text())
+    out = compare(results_dir=tmp_path, selection=Selection(models=["headline"]))
+    assert "x86_64-znver4-2c TVM/ORT" in out
+    assert not (tmp_path / "README.md").exists() and not (tmp_path / "latency_vs_madds.png").exists()
+
+
+def test_headline_tables_fit_160_columns_on_the_committed_results():
+    files = sorted(RESULTS_DIR.glob("*.json"))
+    before = {path: path.stat().st_mtime_ns for path in RESULTS_DIR.iterdir()}
+    out = compare(files, selection=Selection(models=["headline"]))
+    assert {path: path.stat().st_mtime_ns for path in RESULTS_DIR.iterdir()} == before  # nothing rewritten
+    widest = max(out.splitlines(), key=len)
+    assert len(widest) <= 160, widest
+    for task in ("classification", "detection", "segmentation"):
+        assert f"## {task}: median latency (ms)" in out
+    assert "TVM/ORT" in out and "(time over time, lower is better)" in out and "(tuned " in out
+    assert "ORT/TVM" not in out and "TVM vs ORT" not in out
