@@ -89,16 +89,16 @@ def tune(
     force: bool = False,
     log=print,
     builder=None,
+    transfer: bool = True,
     sources: list[Source] | None = None,
 ) -> dict:
     """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run.
 
-    ``sources``: the tuned workloads a task without records draws transferred schedules from (default:
-    this database's own); an empty list turns transfer off."""
+    With ``transfer``, a task without records first measures schedules transferred from ``sources``
+    (default: this database's tuned workloads), to which every task tuned in the run is added."""
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
     sources = sources_from(database, spec.key) if sources is None else list(sources)
-    transfer = bool(sources)
     cost_model = load_cost_model(folder, spec)
     db_files.write_metadata(folder, spec, trials_per_task or 0, models, measured_on=measured_on(spec, rpc))
     shares = time_shares(tasks, database)
