@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +30,16 @@ class BuildResult:
     coverage: Coverage
     parity: str = "not checked"
     tasks: list = field(default_factory=list)  # schedules.tasks.Task, one per distinct kernel
+    cached: bool = False  # reused from an earlier build, not compiled now
+    cuda_graph: bool = False  # a GPU library that replays its kernel launches as CUDA graphs
 
     def __str__(self) -> str:
         lines = [
             f"wrote {self.library} for {self.spec.key} ({self.spec.tvm_config()})",
             f"schedules: {self.schedules}; {self.coverage.summary()}",
         ]
+        if self.spec.is_gpu:
+            lines.append(f"CUDA graphs: {'on' if self.cuda_graph else 'off'}")
         if self.coverage.transferred:
             lines.append(f"transferred (replayed from {', '.join(self.coverage.sources())}): "
                          + ", ".join(self.coverage.transferred))
@@ -79,14 +86,16 @@ def compile_to_library(
     force: bool = False,
     check: bool = True,
     untuned: bool = False,
+    cuda_graph: bool = True,
     rpc: tuple[str, str] | None = None,
 ) -> BuildResult:
     """Compile with the target's database and transfers (unless ``untuned``), export, check the library."""
     onnx_path, proto = resolve_onnx(model, weights)
     database, sources, label = (None, [], "untuned") if untuned else schedule_databases(spec, schedules, force)
-    compiled = compile_onnx(proto, spec, database, sources)
+    compiled = compile_onnx(proto, spec, database, sources, cuda_graph=cuda_graph)
     library = export(compiled.executable, output, spec)
-    result = BuildResult(library, onnx_path, spec, label, compiled.coverage, tasks=compiled.tasks)
+    result = BuildResult(library, onnx_path, spec, label, compiled.coverage, tasks=compiled.tasks,
+                         cuda_graph=spec.is_gpu and cuda_graph)
     if check and rpc is not None:
         from bench.runtimes import RemoteTvmRuntime
         from targets.rpc import request_session
@@ -101,6 +110,23 @@ def compile_to_library(
     elif check:
         result.parity = "not checked: the library is for another machine (give --rpc-tracker/--rpc-key to run it there)"
     return result
+
+
+def cached_build(model: str, spec: TargetSpec, library: Path, **options) -> BuildResult:
+    """``compile_to_library`` into ``library``, unless it was built before: the name of a cached library
+    holds everything that changes it (``bench.harness.library_path``), and a record beside it keeps what
+    the build reported. The library is not checked (the harness and perf_vs_ort check their outputs)."""
+    record = library.with_suffix(".json")
+    if library.exists() and record.exists():
+        saved = json.loads(record.read_text())
+        return BuildResult(library, Path(saved["onnx_path"]), spec, saved["schedules"], Coverage(**saved["coverage"]),
+                           parity="not checked (cached)", cached=True, cuda_graph=saved["cuda_graph"])
+    built = compile_to_library(model, spec, library, check=False, **options)
+    staged = record.with_name(f".{record.name}.tmp")
+    staged.write_text(json.dumps({"onnx_path": str(built.onnx_path), "schedules": built.schedules,
+                                  "coverage": dataclasses.asdict(built.coverage), "cuda_graph": built.cuda_graph}))
+    os.replace(staged, record)
+    return built
 
 
 def check_library(runtime, onnx_path: Path, proto: onnx.ModelProto) -> str:

@@ -97,6 +97,8 @@ def _compile_parser(sub) -> None:
     _weights_option(p)
     _schedule_options(p)
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--no-cuda-graph", action="store_true",
+                   help="GPU: launch every kernel from the VM instead of replaying CUDA graphs")
     _rpc_options(p, boards=False)
     p.set_defaults(func=cmd_compile)
 
@@ -116,6 +118,8 @@ def _tune_parser(sub) -> None:
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
                    help="tune only kernels of these kinds: depthwise, pointwise, conv, dense, other")
     p.add_argument("--population", type=int, default=128, help="evolutionary search population")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop after this many minutes, at the end of a batch (a slice: re-run to resume)")
     p.add_argument("--no-transfer", action="store_true",
                    help="start untuned tasks from random schedules, not from the schedules of tuned kernels of "
                         "their kind (the default measures those first and seeds the search with them)")
@@ -294,6 +298,7 @@ def cmd_compile(args) -> int:
     report = compile_to_library(
         args.model, spec, args.output, weights=args.weights, schedules=args.schedules,
         force=args.force_schedules, check=not args.no_check, rpc=_rpc(args, spec),
+        cuda_graph=not args.no_cuda_graph,
     )
     print(report)
     return 0
@@ -313,6 +318,8 @@ def cmd_tune(args) -> int:
         raise UserError("give a budget: --trials-per-task N and/or --trials N")
     if any(n is not None and n < 1 for n in (args.trials_per_task, args.trials, args.max_tasks)):
         raise UserError("--trials, --trials-per-task and --max-tasks must be positive")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError("--minutes must be positive")
     unknown = sorted(set(args.kinds or ()) - set(KINDS))
     if unknown:
         raise UserError(f"unknown kernel kind {', '.join(unknown)}; the kinds are {', '.join(KINDS)}")
@@ -339,7 +346,7 @@ def cmd_tune(args) -> int:
         summary = tune(
             spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,
             root=args.schedules, rpc=rpc, search=SearchOptions(population_size=args.population),
-            force=args.force_schedules, transfer=not args.no_transfer, sources=sources,
+            force=args.force_schedules, transfer=not args.no_transfer, sources=sources, minutes=args.minutes,
         )
     except TuningMeasuredNothing as exc:
         print(f"mnv2bench: error: {exc}", file=sys.stderr)

@@ -29,6 +29,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--weights", default=None, help="PyTorch state-dict file (default: seeded random weights)")
     group.addoption("--schedules", default=None, help="schedules folder (default: the project's)")
     group.addoption("--force-schedules", action="store_true", help="use a database tuned for another target")
+    group.addoption("--no-cuda-graph", action="store_true",
+                    help="GPU: launch every kernel from the VM instead of replaying CUDA graphs")
+    group.addoption("--no-cache", action="store_true", help="compile every TVM library again (default: reuse "
+                    "the cached one built from the same model, target, schedules and TVM)")
     group.addoption("--rpc-tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker of remote boards")
     group.addoption("--rpc-key", default=None, help="key the remote boards registered under (default: the preset's)")
     group.addoption("--emulated-board", action="store_true",
@@ -73,6 +77,8 @@ def _options(config: pytest.Config) -> Options:
         target=target, models=models, runtimes=runtimes, threads=threads,
         weights=Path(weights) if weights else None, schedules=Path(schedules) if schedules else None,
         force_schedules=config.getoption("force_schedules"),
+        no_cache=config.getoption("no_cache"),
+        cuda_graph=not config.getoption("no_cuda_graph"),
         rpc_tracker=config.getoption("rpc_tracker"), rpc_key=config.getoption("rpc_key"),
         emulated=config.getoption("emulated_board"),
         device_rounds=config.getoption("benchmark_min_rounds", 5),

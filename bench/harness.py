@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,8 @@ class Options:
     rpc_key: str | None = None  # default: the target preset's key
     emulated: bool = False  # the board is emulated (tests): results are labelled and never published
     device_rounds: int = 5  # rounds for device-timed cases (GPU, boards): --benchmark-min-rounds
+    no_cache: bool = False  # compile every library again instead of reusing the cached one
+    cuda_graph: bool = True  # GPU libraries replay their kernel launches as CUDA graphs
 
 
 @dataclass
@@ -117,18 +119,18 @@ class Harness:
         raise ValueError(f"unknown runtime {runtime!r}")
 
     def _tvm_runtime(self, model: str, runtime: str):
-        from bench.build import compile_to_library
+        from bench.build import cached_build, compile_to_library
         from bench.runtimes import TvmRuntime
 
         spec = self.options.target
         if not (spec.is_native or spec.is_gpu or self.remote):
             raise UserError(f"a library for {spec.key} does not run here: give --rpc-tracker and --rpc-key")
         untuned = runtime == "tvm-untuned"
-        library = library_path(model, spec, untuned, self.options.weights, self.options.schedules)
-        built = compile_to_library(
-            model, spec, library, weights=self.options.weights, schedules=self.options.schedules,
-            force=self.options.force_schedules, check=False, untuned=untuned,
-        )
+        library = library_path(model, spec, untuned, self.options.weights, self.options.schedules,
+                               self.options.cuda_graph)
+        build = partial(compile_to_library, check=False) if self.options.no_cache else cached_build
+        built = build(model, spec, library, weights=self.options.weights, schedules=self.options.schedules,
+                      force=self.options.force_schedules, untuned=untuned, cuda_graph=self.options.cuda_graph)
         target = str(spec.tvm_config())
         if self.remote:
             from bench.runtimes import RemoteTvmRuntime
@@ -140,8 +142,9 @@ class Harness:
         else:
             adapter = TvmRuntime(built.library, runtime, self.options.threads, target, built.schedules,
                                  gpu=spec.is_gpu)
-        adapter.notes.append(built.coverage.summary())
+        adapter.notes += [built.coverage.summary()] + (["library reused from the cache"] if built.cached else [])
         adapter.kernels = {**built.coverage.counts(), "transferred_from": built.coverage.sources()}
+        adapter.cuda_graph = built.cuda_graph
         return adapter
 
     def _extra_info(self, model: str, adapter, error: float, warmup_runs: int) -> dict:
@@ -172,6 +175,7 @@ class Harness:
             "latency_source": adapter.device_timer if adapter.device_timed else "pytest-benchmark",
             "notes": "; ".join(adapter.notes),
             "kernels": adapter.kernels,
+            "cuda_graph": adapter.cuda_graph,
         }
 
 
@@ -192,7 +196,8 @@ def warm_up(adapter, x: np.ndarray) -> int:
     return runs
 
 
-def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | None, schedules: Path | None) -> Path:
+def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | None, schedules: Path | None,
+                 cuda_graph: bool = True) -> Path:
     """Where the compiled library is cached; the name changes with everything that changes it."""
     import tvm
 
@@ -201,7 +206,8 @@ def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | No
 
     digest = weights_hash(reference_model(model, weights))[:8]
     schedule = "untuned" if untuned else db_files.sources_hash(spec, schedules)
-    return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}-tvm{tvm.__version__}.so"
+    graphs = "-nographs" if spec.is_gpu and not cuda_graph else ""
+    return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}{graphs}-tvm{tvm.__version__}.so"
 
 
 def hardware_name(spec: TargetSpec, remote: bool = False, emulated: bool = False) -> str:

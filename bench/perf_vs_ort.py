@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="alternating measurement blocks per runtime")
     parser.add_argument("--min-block-s", type=float, default=0.2, help="minimum seconds per block")
     parser.add_argument("--untuned", action="store_true", help="measure TVM without the schedules (baseline)")
+    parser.add_argument("--no-cache", action="store_true", help="compile the libraries again (default: reuse the "
+                        "cached ones built from the same model, target, schedules and TVM)")
     parser.add_argument("--schedules", type=Path, default=None,
                         help="schedules folder (default: the project's); e.g. an older checkout of it")
     parser.add_argument("--record", type=Path, default=None,
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pin_threads(args.threads)  # before TVM's thread pool exists
 
-    from bench.build import compile_to_library
+    from bench.build import cached_build, compile_to_library
     from bench.harness import library_path
     from bench.runtimes import OnnxRuntime, TvmRuntime
     from models.errors import UserError
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         is_file = name.endswith(".onnx")
         library = (cache_dir() / "lib" / f"{Path(name).stem}-{spec.key}.so" if is_file
                    else library_path(name, spec, args.untuned, None, args.schedules))
-        built = compile_to_library(name, spec, library, schedules=args.schedules, untuned=args.untuned)
+        build = compile_to_library if args.no_cache or is_file else cached_build
+        built = build(name, spec, library, schedules=args.schedules, untuned=args.untuned)
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
         ort_rt = OnnxRuntime(built.onnx_path, args.threads)
         x = sample_input(onnx_input_shape(load_onnx(name)) if is_file else get_spec(name).input_shape)
@@ -95,15 +98,16 @@ def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | N
 
     from bench.harness import hardware_name
     from schedules import database as db_files
-    from schedules.search.tune import trials_done
+    from schedules.search.budget import trials_done
 
     database = None if untuned else db_files.open_database(spec, schedules)
     folder = db_files.database_dir(spec, schedules)
     trials = sum(trials_done(database, folder).values()) if database is not None else 0
     meta = {} if untuned else db_files.read_metadata(folder) or {}
     frame = pd.DataFrame(rows).assign(
-        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), hardware=hardware_name(spec),
-        threads=threads, database_trials=trials, tuning_runs=" | ".join(r["command"] for r in meta.get("runs", [])),
+        date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), hardware=hardware_name(spec),
+        threads=threads, database_trials=trials, tuning_minutes=meta.get("tuning_minutes"),
+        tuning_runs=" | ".join(r["command"] for r in meta.get("runs", [])),
         tvm=tvm.__version__, onnxruntime=onnxruntime.__version__, layout=spec.data_layout,
     )
     if path.exists():  # read and rewrite rather than append: a new column must not shift the old rows

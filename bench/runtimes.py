@@ -29,6 +29,7 @@ class Runtime:
     device: str = "host"  # host, cuda:0, rpc:<key>
     notes: list[str] = field(default_factory=list)
     kernels: dict | None = None  # TVM: kernels tuned / transferred / default, and where transfers came from
+    cuda_graph: bool | None = None  # TVM on a GPU: kernel launches replayed as CUDA graphs
     emulated: bool = False  # a board under QEMU: proves the build runs, never published as a latency
     device_seconds: float = 0.0  # summed by device_run: the device's own time of the runs so far
     device_timer: str = "time_evaluator"  # what device_run reads: TVM's time_evaluator, or CUDA events

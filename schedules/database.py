@@ -179,7 +179,7 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
     import tvm
 
     previous = read_metadata(folder) or {}
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     run = {"date": now, "command": "mnv2bench " + shlex.join(sys.argv[1:]), "trials_per_task": trials_per_task,
            "measured_on": measured_on}
     runs = previous.get("runs", []) + ([run] if new_run else [])
@@ -247,3 +247,30 @@ def resolve_database_target(name: str, root: Path | None = None) -> TargetSpec:
     if (folder / METADATA_FILE).exists():
         return spec_from_metadata(folder)
     return resolve_target(name)
+
+
+def compact_record_file(path: Path) -> None:
+    """Rewrite the JSON embedded in trace attributes without indentation.
+
+    MetaSchedule stores each layout-rewrite index map as pretty-printed TVM JSON inside a string; the
+    indentation is most of a record's size, and TVM parses the compact form alike."""
+    if not path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with path.open() as src, tmp.open("w") as dst:
+        for line in src:
+            if line.strip():
+                dst.write(json.dumps(compact_trace_json(json.loads(line)), separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def compact_trace_json(value):
+    """A record's JSON with the pretty-printed JSON strings inside it (index maps) re-serialised compactly."""
+    if isinstance(value, list):
+        return [compact_trace_json(v) for v in value]
+    if isinstance(value, str) and value.startswith("{\n"):
+        try:
+            return json.dumps(json.loads(value), separators=(",", ":"))
+        except ValueError:
+            return value
+    return value

@@ -1,5 +1,6 @@
 """NVIDIA GPU builds without a GPU: every headline model compiles for sm_80 and sm_90 with its kernels
-on the device (DLight defaults where nothing is tuned), and nvcc compiles that device code."""
+on the device (DLight defaults where nothing is tuned) and its launches captured as CUDA graphs, and nvcc
+compiles that device code."""
 
 from __future__ import annotations
 
@@ -23,11 +24,19 @@ def test_headline_models_build_for_the_gpu(model: str, preset: str) -> None:
     spec = resolve_target(preset)
     compiled = compile_onnx(onnx.load(str(export_model(model))), spec, database=None)
     source = cuda_source(compiled.executable)
-    tasks = len(compiled.tuned) + len(compiled.untuned)
+    tasks = compiled.coverage.total
     assert kernel_count(source) >= tasks > 20  # every fused kernel is a CUDA kernel, none left on the host
     if model == "mobilenet_v2_1.0_224" and shutil.which("nvcc"):
         cubin = compile_cubin(source, spec.arch)
         assert cubin[:4] == b"\x7fELF" and len(cubin) > 10_000
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_gpu_libraries_replay_their_launches_as_cuda_graphs(cuda_graph: bool) -> None:
+    """Captured on the first run and replayed after it, unless turned off (--no-cuda-graph)."""
+    model = onnx.load(str(export_model("mobilenet_v2_0.35_96")))
+    text = compile_onnx(model, resolve_target("h200"), cuda_graph=cuda_graph).executable.as_text()
+    assert ("vm.builtin.cuda_graph.run_or_capture" in text) == cuda_graph
 
 
 def test_a_cpu_library_has_no_device_code() -> None:

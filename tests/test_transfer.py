@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import TINY, TUNE
+
 from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
 from schedules.search.cost_model import INFO_FILE, MODEL_FILE, load_cost_model, save_cost_model

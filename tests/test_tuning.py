@@ -14,17 +14,15 @@ from dataclasses import replace
 from functools import partial
 
 import pytest
+from conftest import TINY, TUNE
 
 from models.errors import UserError
 from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
-from schedules.tasks import Task
-from schedules.search.remeasure import _compact
 from schedules.search.budget import allocate_trials, time_shares, tuning_order
 from schedules.search.measure import make_runner
 from schedules.search.tune import SearchOptions, TuningMeasuredNothing, TuningTask, merge_tasks, tune
-
-from conftest import TINY, TUNE  # noqa: E402  (the tuned fixture's model and command)
+from schedules.tasks import Task
 
 
 def copy_of_tuned_database(tuned, spec, root):
@@ -181,6 +179,22 @@ def test_interrupted_run_leaves_a_valid_database_and_resumes(cli, host, tmp_path
 
 
 @pytest.mark.slow
+def test_a_time_limit_ends_a_slice_cleanly_and_the_next_resumes(cli, host, tmp_path) -> None:
+    args = ("tune", "--models", TINY, "--max-tasks", "2", "--trials-per-task", "8", "--population", "32",
+            "--schedules", tmp_path)
+    first = cli(*args, "--minutes", "0.001")  # past the limit after the first batch
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "time limit of 0.001 min reached in task 1 of 2; re-run to resume" in first.stdout
+    kept = records(tmp_path, host)
+    assert len(kept) == 8  # the first task's batch, recorded and compacted
+    meta = db_files.read_metadata(db_files.database_dir(host, tmp_path))
+    assert meta["runs"][-1]["minutes"] >= 0 and meta["tuning_minutes"] == meta["runs"][-1]["minutes"]
+    second = cli(*args)
+    assert second.returncode == 0 and "1 already tuned; 8 trials to run" in second.stdout, second.stdout
+    assert len(records(tmp_path, host)) == 16
+
+
+@pytest.mark.slow
 def test_tuning_that_measures_nothing_fails_loudly(host, tmp_path) -> None:
     from tvm.s_tir import meta_schedule as ms
 
@@ -224,7 +238,8 @@ def best_traces(recs: list, keep: int) -> set[str]:
     """The traces of each workload's ``keep`` fastest records, compacted as the database keeps them."""
     by_workload: dict[int, list] = {}
     for workload, (trace, secs, *_) in recs:
-        by_workload.setdefault(workload, []).append((sum(secs) / len(secs), json.dumps(_compact(trace))))
+        compact = json.dumps(db_files.compact_trace_json(trace))
+        by_workload.setdefault(workload, []).append((sum(secs) / len(secs), compact))
     return {trace for rows in by_workload.values() for _, trace in sorted(rows)[:keep]}
 
 

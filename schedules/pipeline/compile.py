@@ -7,7 +7,8 @@
                      kernel of the same kind (``coverage``), else a default
     apply_schedules  the chosen schedules; CPU weights pre-packed at compile time;
                      GPU kernels without a record get DLight default schedules
-    build / export   Relax VM executable, and a deployable library (cross-linked for a board)
+    build / export   Relax VM executable (CUDA graphs on GPUs), and a deployable library (cross-linked
+                     for a board)
 
 On CPUs the tasks are lowered with layout-free weight buffers (``AttachAttrLayoutFreeBuffers``), so a
 tuned schedule may choose the weight layout that suits its loops; after the database is applied the
@@ -25,9 +26,9 @@ import tvm
 from tvm import relax
 
 from models.errors import UserError
+from schedules.pipeline.coverage import Coverage, cover
 from schedules.pipeline.layout import convert_layout
 from schedules.pipeline.rewrites import gather_rows_concat, pad_output_channels, separable_linear_resize
-from schedules.pipeline.coverage import Coverage, cover
 from schedules.search.transfer import Source
 from schedules.tasks import Task, extract_tasks
 from targets.registry import TargetSpec
@@ -99,8 +100,12 @@ def apply_schedules(mod: tvm.IRModule, spec: TargetSpec, database=None) -> tvm.I
     return mod
 
 
-def build(mod: tvm.IRModule, spec: TargetSpec) -> relax.VMExecutable:
-    return tvm.compile(mod, target=spec.tvm_target())
+def build(mod: tvm.IRModule, spec: TargetSpec, cuda_graph: bool = True) -> relax.VMExecutable:
+    """The Relax VM executable. On a GPU the kernel launches of each static region are captured into a
+    CUDA graph on the first run and replayed after it (at batch 1, launches are most of the time)."""
+    config = {"relax.backend.use_cuda_graph": True} if spec.is_gpu and cuda_graph else {}
+    with tvm.transform.PassContext(config=config):
+        return tvm.compile(mod, target=spec.tvm_target())
 
 
 def export(executable: relax.VMExecutable, path: str | Path, spec: TargetSpec) -> Path:
@@ -125,13 +130,14 @@ class CompiledModel:
     tasks: list[Task]  # one per distinct kernel
 
 
-def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None, sources: list[Source] = ()) -> CompiledModel:
+def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None, sources: list[Source] = (),
+                 cuda_graph: bool = True) -> CompiledModel:
     """The whole path: import, lower, cover every kernel (the database's records, else schedules
-    transferred from ``sources``, else a default), build."""
+    transferred from ``sources``, else a default), build (with CUDA graphs on GPUs unless told not to)."""
     lowered = lower(import_onnx(model), spec)
     tasks = extract_tasks(lowered, spec)
     schedules, coverage = cover(tasks, spec, database, sources)
-    executable = build(apply_schedules(lowered, spec, schedules), spec)
+    executable = build(apply_schedules(lowered, spec, schedules), spec, cuda_graph)
     if spec.is_gpu:
         from targets.cuda import cuda_source
 

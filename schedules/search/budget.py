@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tvm
 from tvm_ffi import structural_hash
 
 from schedules import database as db_files
 
+if TYPE_CHECKING:
+    from schedules.search.tune import TuningTask
+
 MIN_TRIALS = 8  # below one small batch the search is pure chance; every task gets at least this
 
 
-def allocate_trials(tasks: list["TuningTask"], trials_per_task: int | None, total: int | None,
+def allocate_trials(tasks: list[TuningTask], trials_per_task: int | None, total: int | None,
                     weights: list[float] | None = None) -> list[int]:
     """Trials each task should have in the end: uniform, or a total budget shared by ``weights``
     (default: FLOP share)."""
@@ -25,7 +29,7 @@ def allocate_trials(tasks: list["TuningTask"], trials_per_task: int | None, tota
     return [min(s, trials_per_task) if trials_per_task else s for s in shares]
 
 
-def time_shares(tasks: list["TuningTask"], database) -> list[float]:
+def time_shares(tasks: list[TuningTask], database) -> list[float]:
     """Each task's share of its models' time, summed over the models, from the best latencies measured
     so far (FLOPs at the median measured rate where a task has none yet). Every model counts alike, so
     the budget goes where it lowers each model's latency most, not only the biggest model's."""

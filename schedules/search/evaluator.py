@@ -27,7 +27,7 @@ POLLUTE_BYTES = 64 << 20
 CALLS = 10  # timed calls per candidate; each is preceded by the pollution above
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parallel_copy():
     """A vectorised, parallel 1-D float32 copy built for this CPU (once per worker process)."""
     import tvm
@@ -43,7 +43,7 @@ def parallel_copy():
     return tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm"}))["main"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_polluter():
     """A function that fills the caches with dirty lines; its buffers are allocated (and their
     pages faulted in) once per worker process, not once per candidate."""

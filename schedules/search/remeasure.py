@@ -13,7 +13,6 @@ records dropped are counted per workload in the metadata, so the trials spent on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import defaultdict
@@ -45,7 +44,7 @@ def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOpt
     try:
         shutil.copyfile(folder / db_files.WORKLOAD_FILE, staging / db_files.WORKLOAD_FILE)
         kept, dropped = _remeasure_into(spec, database, staging, keep, rpc)
-        compact_record_file(staging / db_files.RECORD_FILE)
+        db_files.compact_record_file(staging / db_files.RECORD_FILE)
         os.replace(staging / db_files.RECORD_FILE, folder / db_files.RECORD_FILE)
         db_files.write_metadata(folder, spec, 0, [], measured_on=measured_on(spec, rpc), pruned=dropped)
     finally:
@@ -81,27 +80,3 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc) -> tuple[dict
                             f"({records[0].workload.mod.get_global_vars()[0].name_hint}); database left as it was")
         dropped[key] = len(records) - kept[key]
     return kept, dropped
-
-
-def compact_record_file(path: Path) -> None:
-    """Rewrite the JSON embedded in trace attributes without indentation.
-
-    MetaSchedule stores each layout-rewrite index map as pretty-printed TVM JSON inside a string; the
-    indentation is most of a record's size, and TVM parses the compact form alike."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with path.open() as src, tmp.open("w") as dst:
-        for line in src:
-            if line.strip():
-                dst.write(json.dumps(_compact(json.loads(line)), separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
-
-
-def _compact(value):
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    if isinstance(value, str) and value.startswith("{\n"):
-        try:
-            return json.dumps(json.loads(value), separators=(",", ":"))
-        except ValueError:
-            return value
-    return value

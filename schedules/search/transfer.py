@@ -234,3 +234,9 @@ def record_for(database, task: Task, sch: tvm.s_tir.Schedule, target: tvm.target
 def args_info(sch: tvm.s_tir.Schedule) -> list:
     """The kernel's arguments as the schedule leaves them (weights in the layout it packed them into)."""
     return ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+
+
+def _first_line(exc: Exception) -> str:
+    """The last non-empty line of a TVM error (its message; the lines above are the C++ stack)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(exc).__name__

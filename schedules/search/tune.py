@@ -26,13 +26,24 @@ from schedules.search.budget import allocate_trials, best_latency_s, time_shares
 from schedules.search.cost_model import load_cost_model, save_cost_model
 from schedules.search.measure import RPCOptions, make_builder, make_runner, measure_candidates, measured_on
 from schedules.search.transfer import (
-    MAX_CANDIDATES, RECORDS_PER_SOURCE, Source, args_info, record_for, sources_from, transfer_candidates,
+    MAX_CANDIDATES,
+    RECORDS_PER_SOURCE,
+    Source,
+    args_info,
+    record_for,
+    sources_from,
+    transfer_candidates,
 )
 from schedules.tasks import Task
 from targets.registry import TargetSpec
 
+
 class TuningMeasuredNothing(RuntimeError):
     """Every candidate of a batch failed to build or run: the tuning setup is broken, not the task."""
+
+
+class _TimeUp(Exception):
+    """The run's time limit passed: stop after the batch just recorded."""
 
 
 @dataclass
@@ -91,11 +102,14 @@ def tune(
     builder=None,
     transfer: bool = True,
     sources: list[Source] | None = None,
+    minutes: float | None = None,
 ) -> dict:
     """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run.
 
     With ``transfer``, a task without records first measures schedules transferred from ``sources``
-    (default: this database's tuned workloads), to which every task tuned in the run is added."""
+    (default: this database's tuned workloads), to which every task tuned in the run is added.
+    With ``minutes``, the run stops at the first batch boundary past that time (a slice of a longer run:
+    what it measured is kept, and the next run resumes from it)."""
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
     sources = sources_from(database, spec.key) if sources is None else list(sources)
@@ -112,6 +126,8 @@ def tune(
     bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
     measured = transferred = 0
     start = time.time()
+    deadline = start + minutes * 60 if minutes is not None else None
+    stopped = None
     try:
         for index, (entry, trials) in enumerate(todo, start=1):
             bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
@@ -122,17 +138,24 @@ def tune(
                 bar.update(seeded)
             if trials > seeded:
                 measured += _tune_one(spec, entry.task, trials - seeded, database, builder, runner, search, bar,
-                                      cost_model)
+                                      cost_model, deadline)
                 save_cost_model(cost_model, folder, spec)
             measured, transferred = measured + seeded, transferred + seeded
             sources += sources_from_task(database, entry.task, spec.key)
             bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
+            if deadline is not None and time.time() > deadline:
+                stopped = f"time limit of {minutes:g} min reached in task {index} of {len(todo)}; re-run to resume"
+                break
     finally:
         bar.close()
+        db_files.repair_and_validate(folder / db_files.RECORD_FILE)  # a record torn by an interrupt
+        db_files.compact_record_file(folder / db_files.RECORD_FILE)
         db_files.write_metadata(folder, spec, trials_per_task or 0, models, new_run=False,
                                 minutes=(time.time() - start) / 60)
+    if stopped:
+        log(stopped)
     return {"tasks": len(tasks), "tuned_now": len(todo), "valid_trials": measured, "transferred_trials": transferred,
-            "seconds": time.time() - start, "database": str(folder)}
+            "seconds": time.time() - start, "database": str(folder), "stopped": stopped}
 
 
 def _task_line(prefix: str, task: Task, trials: int, seeded: int, database) -> str:
@@ -168,11 +191,13 @@ def sources_from_task(database, task: Task, key: str) -> list[Source]:
     return [Source(task.mod, tuple(best), key)] if best else []
 
 
-def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: SearchOptions, bar, cost_model) -> int:
-    """Run MetaSchedule on one task; returns how many candidates were measured successfully."""
+def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: SearchOptions, bar, cost_model,
+              deadline: float | None = None) -> int:
+    """Run MetaSchedule on one task (until ``deadline``, if given); returns how many candidates were
+    measured successfully."""
     from tvm.s_tir import meta_schedule as ms
 
-    progress = _ProgressCallback(bar)
+    progress = _ProgressCallback(bar, deadline)
     context = ms.TuneContext(
         mod=task.mod,
         target=spec.tvm_target(),
@@ -203,7 +228,8 @@ def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: 
         except Exception:
             if progress.failure:
                 raise TuningMeasuredNothing(progress.failure) from None
-            raise
+            if not progress.time_up:
+                raise
     if progress.failure:
         raise TuningMeasuredNothing(progress.failure)
     return progress.valid
@@ -211,13 +237,16 @@ def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: 
 
 @derived_object
 class _ProgressCallback(PyMeasureCallback):
-    """Advances the progress bar and fails loudly when a whole batch measures nothing."""
+    """Advances the progress bar, fails loudly when a whole batch measures nothing, and ends the search
+    after a batch past the deadline (the batch is in the database by then: the default callbacks run first)."""
 
-    def __init__(self, bar) -> None:
+    def __init__(self, bar, deadline: float | None = None) -> None:
         super().__init__()
         self.bar = bar
+        self.deadline = deadline
         self.valid = 0
         self.failure: str | None = None
+        self.time_up = False
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
         ok = sum(1 for r in runner_results if r.error_msg is None and r.run_secs)
@@ -233,3 +262,6 @@ class _ProgressCallback(PyMeasureCallback):
                 f"({len(errors)} errors; first: {last_line[0] if last_line else 'unknown'})"
             )
             raise TuningMeasuredNothing(self.failure)
+        if self.deadline is not None and time.time() > self.deadline:
+            self.time_up = True
+            raise _TimeUp()
