@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="headline",
                         help="comma-separated names, groups, globs (all: the paper's 27) or paths to ONNX files")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--mcpu", default=None, help="compile TVM for this CPU instead of the host's (e.g. znver3)")
     parser.add_argument("--repeat", type=int, default=15, help="alternating measurement blocks per runtime")
     parser.add_argument("--min-block-s", type=float, default=0.2, help="minimum seconds per block")
     parser.add_argument("--untuned", action="store_true", help="measure TVM without the schedules (baseline)")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     items = args.models.split(",")
     files = [item for item in items if item.endswith(".onnx")]
     try:
-        spec = resolve_target("host")
+        spec = resolve_target("host", mcpu=args.mcpu)
         names = resolve_names([item for item in items if item not in files]) if len(files) < len(items) else []
         for path in files:
             load_onnx(path)  # a missing or broken file is a one-line error here, not a traceback later

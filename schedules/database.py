@@ -8,12 +8,14 @@ the date and the command. The metadata is what lets us refuse a database tuned f
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
 import os
 import platform
 import shlex
+import struct
 import sys
 from pathlib import Path
 
@@ -247,6 +249,37 @@ def resolve_database_target(name: str, root: Path | None = None) -> TargetSpec:
     if (folder / METADATA_FILE).exists():
         return spec_from_metadata(folder)
     return resolve_target(name)
+
+
+def compact(folder: Path) -> None:
+    """Both files of a database without the indentation TVM writes into them (half their size or more)."""
+    compact_record_file(folder / RECORD_FILE)
+    compact_workload_file(folder / WORKLOAD_FILE)
+
+
+def compact_workload_file(path: Path) -> None:
+    """Rewrite each workload's serialised module as compact JSON.
+
+    A workload line is ``[structural hash, base64(uint64 length + JSON of the module)]``, the JSON
+    pretty-printed; TVM parses the compact form alike. A line in any other form is kept as it is."""
+    if not path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with path.open() as src, tmp.open("w") as dst:
+        for line in src:
+            if line.strip():
+                shash, blob = json.loads(line)
+                dst.write(json.dumps([shash, _compact_module(blob)]) + "\n")
+    os.replace(tmp, path)
+
+
+def _compact_module(blob: str) -> str:
+    raw = base64.b64decode(blob)
+    (length,) = struct.unpack("<Q", raw[:8])
+    if length != len(raw) - 8:
+        return blob
+    body = json.dumps(json.loads(raw[8:]), separators=(",", ":")).encode()
+    return base64.b64encode(struct.pack("<Q", len(body)) + body).decode()
 
 
 def compact_record_file(path: Path) -> None:

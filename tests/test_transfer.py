@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import TINY, TUNE
+from conftest import TINY
 
 from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
@@ -57,7 +57,8 @@ def test_a_trace_that_does_not_apply_is_skipped_with_a_reason(tuned, host) -> No
 def test_tuning_measures_transferred_schedules_first(tuned, cli, host, tmp_path) -> None:
     root = tmp_path / "schedules"
     shutil.copytree(db_files.database_dir(host, tuned[0]), root / host.key)
-    more = cli(*TUNE[:-4], "3", *TUNE[-4:], "--schedules", root)  # --max-tasks 3: one task more
+    more = cli("tune", "--models", TINY, "--max-tasks", "3", "--trials-per-task", "8", "--population", "32",
+               "--schedules", root)  # the tuned fixture's run with one task more
     assert more.returncode == 0, more.stderr[-2000:]
     assert "2 already tuned" in more.stdout and "transferred)" in more.stdout, more.stdout
     assert '"transferred_trials": 0' not in more.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
 import shutil
@@ -75,6 +76,9 @@ def test_tuning_measures_and_records(tuned, host) -> None:
     meta = db_files.read_metadata(db_files.database_dir(host, root))
     assert meta["target"]["mcpu"] == host.mcpu and meta["tvm_version"] and meta["runs"][0]["trials_per_task"] == 8
     assert '"valid_trials"' in result.stdout
+    workload = json.loads((root / host.key / db_files.WORKLOAD_FILE).read_text().splitlines()[0])
+    assert b"\n" not in base64.b64decode(workload[1])  # the run left its files compact
+    assert "\\n" not in json.dumps(recs[0])
 
 
 @pytest.mark.slow

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import tvm
 from tvm.s_tir import meta_schedule as ms
 
+from schedules.search.budget import best_latency_s
 from schedules.search.fallback import default_schedule
 from schedules.search.transfer import Source, best_transfer, record_for
 from schedules.tasks import Task
 from targets.registry import TargetSpec
+
+NOT_MEASURED = [1.0]  # run_secs of a schedule chosen without measuring (one per kernel, in memory only)
 
 
 @dataclass
@@ -44,11 +46,6 @@ class Coverage:
         return sorted(set(self.transferred.values()))
 
 
-def has_record(database, mod: tvm.IRModule) -> bool:
-    return (database is not None and database.has_workload(mod)
-            and bool(database.get_top_k(database.commit_workload(mod), 1)))
-
-
 def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Source] = (),
           with_defaults: bool = True) -> tuple[object, Coverage]:
     """A database to compile with (the target's own records first, then one transferred or default
@@ -58,7 +55,7 @@ def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Sour
     extra = ms.database.MemoryDatabase()
     target = spec.tvm_target()
     for task in tasks:
-        if has_record(database, task.mod):
+        if database is not None and best_latency_s(database, task.mod) is not None:
             coverage.tuned.append(task.name)
             continue
         if spec.is_gpu:  # DLight's rules schedule it at compile time
@@ -69,12 +66,12 @@ def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Sour
         if skipped:
             coverage.skipped[task.name] = skipped
         if candidate is not None:
-            record_for(extra, task, candidate.sch, target, [candidate.predicted_s(task.flops)])
+            record_for(extra, task, candidate.sch, target, NOT_MEASURED)
             coverage.transferred[task.name] = candidate.source.database
             continue
         fallback = default_schedule(task.mod, target) if with_defaults else None
         if fallback is not None:
-            record_for(extra, task, fallback, target, [1.0])
+            record_for(extra, task, fallback, target, NOT_MEASURED)
         coverage.default.append(task.name)
     if database is None:
         return extra, coverage

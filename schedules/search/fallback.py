@@ -9,15 +9,13 @@ applied: what the tuner's first random batch would start from, at no measurement
 from __future__ import annotations
 
 import tvm
-from tvm.s_tir import meta_schedule as ms
 
-from schedules.search.transfer import TransferSkipped, postprocess
+from schedules.search.transfer import TransferSkipped, postprocess, tune_context
 
 
 def default_schedule(mod: tvm.IRModule, target: tvm.target.Target, seed: int = 1) -> tvm.s_tir.Schedule | None:
     """A postprocessed sample of the first design space that applies, or None if none does."""
-    context = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", task_name="default",
-                             rand_state=seed)
+    context = tune_context(mod, target, seed)
     for space in context.generate_design_space():
         sch = tvm.s_tir.Schedule(mod, seed=seed)
         try:

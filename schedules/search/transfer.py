@@ -51,12 +51,6 @@ class Source:
     def kind(self) -> str:
         return classify(self.mod)
 
-    @cached_property
-    def flops(self) -> float:
-        from tvm.s_tir.analysis import estimate_tir_flops
-
-        return float(estimate_tir_flops(self.mod))
-
     @property
     def best_s(self) -> float:
         secs = [float(s) for s in self.records[0].run_secs]
@@ -65,17 +59,10 @@ class Source:
 
 @dataclass
 class Candidate:
-    """A replayed schedule of a new workload, and the source record it came from."""
+    """A replayed schedule of a new workload, and the tuned workload it came from."""
 
     sch: tvm.s_tir.Schedule
     source: Source
-    record: object  # ms.database.TuningRecord
-    distance: float
-
-    def predicted_s(self, flops: float) -> float:
-        """The source record's time, scaled to ``flops``: a guess that assumes the same GFLOP/s."""
-        secs = [float(s) for s in self.record.run_secs]
-        return sum(secs) / len(secs) * flops / max(self.source.flops, 1.0)
 
 
 def structure(mod: tvm.IRModule) -> tuple:
@@ -185,7 +172,7 @@ def replay(record, mod: tvm.IRModule, target: tvm.target.Target, lanes: int) -> 
 def postprocess(sch: tvm.s_tir.Schedule, mod: tvm.IRModule, target: tvm.target.Target) -> None:
     """Run the target's postprocessors on ``sch`` as MetaSchedule does on every candidate; without them
     a schedule compiles but runs unparallelised and unvectorised."""
-    context = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", task_name="transfer")
+    context = tune_context(mod, target)
     sch.enter_postproc()  # marks where a replay with remove_postproc=True stops, as MetaSchedule's own traces do
     for postproc in context.space_generator.postprocs:
         try:
@@ -196,13 +183,34 @@ def postprocess(sch: tvm.s_tir.Schedule, mod: tvm.IRModule, target: tvm.target.T
             raise TransferSkipped(f"{type(postproc).__name__} rejected the schedule")
 
 
+def tune_context(mod: tvm.IRModule, target: tvm.target.Target, seed: int = -1) -> ms.TuneContext:
+    """A TuneContext with LLVM's generic schedule rules and postprocessors, made without importing TVM's
+    tensor intrinsics: ``TuneContext`` imports them all unconditionally (20-40 s: hundreds of TVMScript
+    functions parsed), and float32 kernels use none of them (the x86 defaults would ask for VNNI's)."""
+    import sys
+    import types
+
+    space = ms.space_generator.PostOrderApply(
+        sch_rules=ms.schedule_rule.ScheduleRule.create("llvm"), postprocs=ms.postproc.Postproc.create("llvm"),
+        mutator_probs=ms.mutator.Mutator.create("llvm"))
+    name = "tvm.s_tir.tensor_intrin"
+    stand_in = name not in sys.modules
+    if stand_in:
+        sys.modules[name] = types.ModuleType(name)  # satisfies the import; removed right after it
+    try:
+        return ms.TuneContext(mod=mod, target=target, space_generator=space, rand_state=seed)
+    finally:
+        if stand_in:
+            del sys.modules[name]
+
+
 def transfer_candidates(mod: tvm.IRModule, sources: list[Source], target: tvm.target.Target,
                         skipped: list[str] | None = None) -> Iterator[Candidate]:
     """Replayed schedules of ``mod`` from the nearest sources' best records, nearest and fastest first
     (lazily: replaying costs a fraction of a second); each skipped trace adds its reason to ``skipped``."""
     lanes = vector_lanes(target)
     seen = set()
-    for dist, source in nearest_sources(mod, sources):
+    for _, source in nearest_sources(mod, sources):
         for record in source.records:
             try:
                 sch = replay(record, mod, target, lanes)
@@ -213,7 +221,7 @@ def transfer_candidates(mod: tvm.IRModule, sources: list[Source], target: tvm.ta
             key = structural_hash(sch.mod)
             if key not in seen:
                 seen.add(key)
-                yield Candidate(sch, source, record, dist)
+                yield Candidate(sch, source)
 
 
 def best_transfer(task: Task, sources: list[Source], target: tvm.target.Target,

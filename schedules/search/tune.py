@@ -149,7 +149,7 @@ def tune(
     finally:
         bar.close()
         db_files.repair_and_validate(folder / db_files.RECORD_FILE)  # a record torn by an interrupt
-        db_files.compact_record_file(folder / db_files.RECORD_FILE)
+        db_files.compact(folder)
         db_files.write_metadata(folder, spec, trials_per_task or 0, models, new_run=False,
                                 minutes=(time.time() - start) / 60)
     if stopped:
