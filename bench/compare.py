@@ -453,7 +453,14 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 def _render_cells(table: pd.DataFrame) -> str:
     """A table of ready-made strings as markdown: models left, figures right, no number re-parsed."""
     align = ("left",) + ("right",) * len(table.columns)
+    table = table.rename(columns=_screen_header)
     return table.reset_index().to_markdown(index=False, colalign=align, disable_numparse=True)
+
+
+def _screen_header(label: str) -> str:
+    """A column header that fits a screen: the machine without its architecture (its CPU says it) and ONNX
+    Runtime as ORT, e.g. ``"x86_64-znver4-2c onnxruntime"`` -> ``"znver4-2c ORT"``."""
+    return re.sub(r"^(x86_64|aarch64|armv7l)-", "", label).replace(" onnxruntime", " ORT")
 
 
 def _prose(text: str) -> str:
