@@ -262,15 +262,7 @@ def compact_workload_file(path: Path) -> None:
 
     A workload line is ``[structural hash, base64(uint64 length + JSON of the module)]``, the JSON
     pretty-printed; TVM parses the compact form alike. A line in any other form is kept as it is."""
-    if not path.exists():
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with path.open() as src, tmp.open("w") as dst:
-        for line in src:
-            if line.strip():
-                shash, blob = json.loads(line)
-                dst.write(json.dumps([shash, _compact_module(blob)]) + "\n")
-    os.replace(tmp, path)
+    _rewrite_lines(path, lambda workload: [workload[0], _compact_module(workload[1])])
 
 
 def _compact_module(blob: str) -> str:
@@ -287,13 +279,18 @@ def compact_record_file(path: Path) -> None:
 
     MetaSchedule stores each layout-rewrite index map as pretty-printed TVM JSON inside a string; the
     indentation is most of a record's size, and TVM parses the compact form alike."""
+    _rewrite_lines(path, compact_trace_json)
+
+
+def _rewrite_lines(path: Path, rewrite) -> None:
+    """Apply ``rewrite`` to every JSON line of a database file, replacing the file atomically."""
     if not path.exists():
         return
     tmp = path.with_name(f".{path.name}.tmp")
     with path.open() as src, tmp.open("w") as dst:
         for line in src:
             if line.strip():
-                dst.write(json.dumps(compact_trace_json(json.loads(line)), separators=(",", ":")) + "\n")
+                dst.write(json.dumps(rewrite(json.loads(line)), separators=(",", ":")) + "\n")
     os.replace(tmp, path)
 
 
