@@ -43,6 +43,9 @@ class BuildResult:
         if self.coverage.transferred:
             lines.append(f"transferred (replayed from {', '.join(self.coverage.sources())}): "
                          + ", ".join(self.coverage.transferred))
+        reasons = [reason for skipped in self.coverage.skipped.values() for reason in skipped]
+        if reasons:
+            lines.append(f"source traces that did not apply: {len(reasons)} (e.g. {reasons[0]})")
         if self.coverage.default:
             lines.append("default schedules: " + ", ".join(self.coverage.default))
         lines.append(f"parity with ONNX Runtime: {self.parity}")
