@@ -17,7 +17,7 @@ from models.registry import get_spec
 from schedules import database as db_files
 from schedules.pipeline.compile import compile_onnx, export
 from schedules.pipeline.coverage import Coverage
-from schedules.search.transfer import Source, sources_from
+from schedules.search.transfer import Source, transfer_sources
 from targets.registry import TargetSpec, detect_gpu_arch
 
 
@@ -68,11 +68,9 @@ def schedule_databases(spec: TargetSpec, root: Path | None, force: bool = False)
     """The target's own database (or None), the tuned workloads transfers may draw from (its own and
     those of the other databases of its architecture), and a label that names them all."""
     database = db_files.open_database(spec, root, force=force)
-    sources, labels = [], []
-    for key in db_files.same_architecture(spec, root):
-        donor = database if key == spec.key and database is not None else db_files.open_by_key(key, root)
-        sources += sources_from(donor, key)
-        labels.append(f"{key}@{db_files.content_hash((root or db_files.schedules_root()) / key)}")
+    sources = transfer_sources(spec, root, database)
+    labels = [f"{key}@{db_files.content_hash((root or db_files.schedules_root()) / key)}"
+              for key in db_files.same_architecture(spec, root)]
     if database is None and not labels:
         return None, [], "untuned"
     own = labels.pop(0) if database is not None else None

@@ -305,7 +305,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from bench.build import schedule_databases
     from models.registry import resolve_names
     from schedules.pipeline.compile import model_tasks
     from schedules.search.measure import RPCOptions
@@ -332,7 +331,6 @@ def cmd_tune(args) -> int:
             raise UserError("tuning for a GPU measures on one: run this on a machine with an NVIDIA GPU, "
                             "or give --rpc-tracker/--rpc-key of one")
     names = resolve_names(args.models)
-    sources = None if args.no_transfer else schedule_databases(spec, args.schedules, force=args.force_schedules)[1]
     print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
     tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
     tasks = [t for t in tasks if args.kinds is None or t.task.kind in args.kinds][: args.max_tasks]
@@ -346,7 +344,7 @@ def cmd_tune(args) -> int:
         summary = tune(
             spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,
             root=args.schedules, rpc=rpc, search=SearchOptions(population_size=args.population),
-            force=args.force_schedules, transfer=not args.no_transfer, sources=sources, minutes=args.minutes,
+            force=args.force_schedules, transfer=not args.no_transfer, minutes=args.minutes,
         )
     except TuningMeasuredNothing as exc:
         print(f"mnv2bench: error: {exc}", file=sys.stderr)

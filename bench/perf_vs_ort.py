@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = resolve_target("host", mcpu=args.mcpu)
         names = resolve_names([item for item in items if item not in files]) if len(files) < len(items) else []
-        for path in files:
-            load_onnx(path)  # a missing or broken file is a one-line error here, not a traceback later
+        # read once: a missing or broken file is a one-line error here, not a traceback later
+        file_shapes = {path: onnx_input_shape(load_onnx(path)) for path in files}
         names += files
     except UserError as exc:
         print(f"perf_vs_ort: error: {exc}", file=sys.stderr)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         built = build(name, spec, library, schedules=args.schedules, untuned=args.untuned)
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
         ort_rt = OnnxRuntime(built.onnx_path, args.threads)
-        x = sample_input(onnx_input_shape(load_onnx(name)) if is_file else get_spec(name).input_shape)
+        x = sample_input(file_shapes[name] if is_file else get_spec(name).input_shape)
         tvm_ms, ort_ms = measure_alternating(tvm_rt, ort_rt, x, args.repeat, args.min_block_s)
         ratios[name] = tvm_ms / ort_ms
         tuned = f"{built.coverage.summary()}, {built.schedules}"

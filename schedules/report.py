@@ -11,7 +11,7 @@ from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
 from schedules.pipeline.coverage import cover
 from schedules.search.budget import best_latency_s, trials_done
-from schedules.search.transfer import sources_from
+from schedules.search.transfer import transfer_sources
 from schedules.tasks import KINDS
 
 
@@ -31,8 +31,7 @@ def _target_report(spec, names: list[str], root: Path | None) -> dict:
     folder = db_files.database_dir(spec, root)
     database = db_files.open_database(spec, root, force=True)
     counts = trials_done(database, folder) if database is not None else {}
-    sources = [s for key in db_files.same_architecture(spec, root) if key != spec.key
-               for s in sources_from(db_files.open_by_key(key, root), key)] + sources_from(database, spec.key)
+    sources = transfer_sources(spec, root, database)
     tasks: dict[int, dict] = {}
     coverage = []
     for name in names:

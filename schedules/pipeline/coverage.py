@@ -62,7 +62,7 @@ def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Sour
             coverage.default.append(task.name)
             continue
         skipped: list[str] = []
-        candidate = best_transfer(task, list(sources), target, skipped)
+        candidate = best_transfer(task, sources, target, skipped)
         if skipped:
             coverage.skipped[task.name] = skipped
         if candidate is not None:

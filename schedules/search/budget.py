@@ -67,7 +67,10 @@ def best_latency_s(database, mod: tvm.IRModule) -> float | None:
     if not database.has_workload(mod):
         return None
     top = database.get_top_k(database.commit_workload(mod), 1)
-    if not top:
-        return None
-    secs = [float(s) for s in top[0].run_secs]
+    return mean_seconds(top[0]) if top else None
+
+
+def mean_seconds(record) -> float:
+    """A tuning record's mean measured time."""
+    secs = [float(s) for s in record.run_secs]
     return sum(secs) / len(secs)

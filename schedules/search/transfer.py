@@ -15,12 +15,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
 from tvm_ffi import structural_hash
 
+from schedules import database as db_files
+from schedules.search.budget import mean_seconds
 from schedules.tasks import Task, classify
+from targets.registry import TargetSpec
 
 SOURCES_PER_TASK = 3  # the nearest tuned workloads a task draws from
 RECORDS_PER_SOURCE = 3  # each one's best records
@@ -53,8 +57,7 @@ class Source:
 
     @property
     def best_s(self) -> float:
-        secs = [float(s) for s in self.records[0].run_secs]
-        return sum(secs) / len(secs)
+        return mean_seconds(self.records[0])
 
 
 @dataclass
@@ -94,21 +97,33 @@ def distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in zip(a, b))
 
 
-def sources_from(database, key: str, records_per_source: int = RECORDS_PER_SOURCE) -> list[Source]:
+def sources_from(database, key: str) -> list[Source]:
     """Every tuned workload of a database, with its best records."""
     if database is None:
         return []
     seen, sources = set(), []
     for record in database.get_all_tuning_records():
-        workload = record.workload
-        workload_key = structural_hash(workload.mod)
-        if workload_key in seen:
-            continue
-        seen.add(workload_key)
-        best = database.get_top_k(workload, records_per_source)
-        if best:
-            sources.append(Source(workload.mod, tuple(best), key))
+        workload_key = structural_hash(record.workload.mod)
+        if workload_key not in seen:
+            seen.add(workload_key)
+            sources += source_of(database, record.workload.mod, key)
     return sources
+
+
+def source_of(database, mod: tvm.IRModule, key: str) -> list[Source]:
+    """``mod``'s best records in ``database`` as a source (a list of one), or [] if it has none."""
+    if not database.has_workload(mod):
+        return []
+    best = database.get_top_k(database.commit_workload(mod), RECORDS_PER_SOURCE)
+    return [Source(mod, tuple(best), key)] if best else []
+
+
+def transfer_sources(spec: TargetSpec, root: Path | None = None, database=None) -> list[Source]:
+    """The tuned workloads a kernel for ``spec`` may borrow from: those of its own database (``database``,
+    if already open) and of every other database of its architecture."""
+    return [source for key in db_files.same_architecture(spec, root)
+            for source in sources_from(database if key == spec.key and database is not None
+                                       else db_files.open_by_key(key, root), key)]
 
 
 def nearest_sources(mod: tvm.IRModule, sources: list[Source], count: int = SOURCES_PER_TASK) -> list[tuple[float, Source]]:

@@ -27,12 +27,12 @@ from schedules.search.cost_model import load_cost_model, save_cost_model
 from schedules.search.measure import RPCOptions, make_builder, make_runner, measure_candidates, measured_on
 from schedules.search.transfer import (
     MAX_CANDIDATES,
-    RECORDS_PER_SOURCE,
     Source,
     args_info,
     record_for,
-    sources_from,
+    source_of,
     transfer_candidates,
+    transfer_sources,
 )
 from schedules.tasks import Task
 from targets.registry import TargetSpec
@@ -107,12 +107,17 @@ def tune(
     """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run.
 
     With ``transfer``, a task without records first measures schedules transferred from ``sources``
-    (default: this database's tuned workloads), to which every task tuned in the run is added.
+    (default: the tuned workloads of this database and the others of its architecture), to which every
+    task tuned in the run is added.
     With ``minutes``, the run stops at the first batch boundary past that time (a slice of a longer run:
     what it measured is kept, and the next run resumes from it)."""
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
-    sources = sources_from(database, spec.key) if sources is None else list(sources)
+    if not transfer:
+        sources = []
+    elif sources is None:
+        sources = transfer_sources(spec, root, database)
+    sources = list(sources)  # grows with every task tuned in this run
     cost_model = load_cost_model(folder, spec)
     db_files.write_metadata(folder, spec, trials_per_task or 0, models, measured_on=measured_on(spec, rpc))
     shares = time_shares(tasks, database)
@@ -141,7 +146,7 @@ def tune(
                                       cost_model, deadline)
                 save_cost_model(cost_model, folder, spec)
             measured, transferred = measured + seeded, transferred + seeded
-            sources += sources_from_task(database, entry.task, spec.key)
+            sources += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
             bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
             if deadline is not None and time.time() > deadline:
                 stopped = f"time limit of {minutes:g} min reached in task {index} of {len(todo)}; re-run to resume"
@@ -181,14 +186,6 @@ def _measure_transfers(spec, task: Task, limit: int, sources: list[Source], data
         if secs:
             record_for(database, task, candidate.sch, target, secs)
     return sum(1 for secs in times if secs)
-
-
-def sources_from_task(database, task: Task, key: str) -> list[Source]:
-    """The task's own best records, as a source for the tasks tuned after it in this run."""
-    if not database.has_workload(task.mod):
-        return []
-    best = database.get_top_k(database.commit_workload(task.mod), RECORDS_PER_SOURCE)
-    return [Source(task.mod, tuple(best), key)] if best else []
 
 
 def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: SearchOptions, bar, cost_model,
