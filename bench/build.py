@@ -52,15 +52,17 @@ class BuildResult:
         return "\n".join(lines)
 
 
-def resolve_onnx(model: str, weights: Path | None = None) -> tuple[Path, onnx.ModelProto]:
-    """A registered model name (exported, cached) or a path to an ONNX file."""
+def resolve_onnx(model: str, weights: Path | None = None, batch: int = 1) -> tuple[Path, onnx.ModelProto]:
+    """A registered model name (exported with ``batch`` images, cached) or a path to an ONNX file."""
     path = Path(model)
     if model.endswith(".onnx") or path.is_file():
         if weights is not None:
             raise UserError("--weights applies to registered models, not to an ONNX file")
+        if batch != 1:
+            raise UserError("--batch applies to registered models: an ONNX file keeps its own input shape")
         return path, load_onnx(path)
     get_spec(model)  # unknown names fail here, with the list hint
-    exported = export_model(model, weights)
+    exported = export_model(model, weights, batch=batch)
     return exported, onnx.load(str(exported))
 
 
@@ -89,9 +91,10 @@ def compile_to_library(
     untuned: bool = False,
     cuda_graph: bool = True,
     rpc: tuple[str, str] | None = None,
+    batch: int = 1,
 ) -> BuildResult:
     """Compile with the target's database and transfers (unless ``untuned``), export, check the library."""
-    onnx_path, proto = resolve_onnx(model, weights)
+    onnx_path, proto = resolve_onnx(model, weights, batch)
     database, sources, label = (None, [], "untuned") if untuned else schedule_databases(spec, schedules, force)
     compiled = compile_onnx(proto, spec, database, sources, cuda_graph=cuda_graph)
     library = export(compiled.executable, output, spec)

@@ -81,6 +81,7 @@ def _export_parser(sub) -> None:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, type=Path)
     _weights_option(p)
+    _batch_option(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -97,6 +98,7 @@ def _compile_parser(sub) -> None:
     _weights_option(p)
     _schedule_options(p)
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    _batch_option(p)
     p.add_argument("--no-cuda-graph", action="store_true",
                    help="GPU: launch every kernel from the VM instead of replaying CUDA graphs")
     _rpc_options(p, boards=False)
@@ -154,6 +156,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--target", default="host")
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's results/)")
+    p.add_argument("--no-cache", action="store_true", help="compile every TVM library again")
+    _batch_option(p)
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest / pytest-benchmark options")
     p.set_defaults(func=cmd_run)
 
@@ -192,6 +196,9 @@ def _compare_parser(sub) -> None:
                    "e.g. 'x86_64-*' (default: all)")
     p.add_argument("--all-schedules", action="store_true",
                    help="also TVM measurements made with a machine's older schedule databases")
+    p.add_argument("--statistic", choices=["median", "p90", "p99", "memory"], default="median",
+                   help="what the tables and ratios show: a latency statistic, or the peak memory of one inference "
+                        "(default: median)")
     p.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown",
                    help="markdown: the tables per task; csv, json: one table with every column")
     p.add_argument("--plot", type=Path, default=None, help="write the latency-vs-MAdds plot here (PNG)")
@@ -204,6 +211,10 @@ def _targets_parser(sub) -> None:
                     ["mnv2bench targets", "mnv2bench targets --json"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_targets)
+
+
+def _batch_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=1, help="images per inference (default: 1, as in the paper)")
 
 
 def _comma_list(text: str) -> list[str]:
@@ -285,8 +296,8 @@ def cmd_export(args) -> int:
     from models.export import export_model
     from models.registry import get_spec
 
-    get_spec(args.model)
-    path = export_model(args.model, args.weights, out=args.output)
+    get_spec(args.model).with_batch(args.batch)
+    path = export_model(args.model, args.weights, out=args.output, batch=args.batch)
     print(f"wrote {path} (checked: onnx checker, ONNX Runtime vs PyTorch)")
     return 0
 
@@ -298,7 +309,7 @@ def cmd_compile(args) -> int:
     report = compile_to_library(
         args.model, spec, args.output, weights=args.weights, schedules=args.schedules,
         force=args.force_schedules, check=not args.no_check, rpc=_rpc(args, spec),
-        cuda_graph=not args.no_cuda_graph,
+        cuda_graph=not args.no_cuda_graph, batch=args.batch,
     )
     print(report)
     return 0
@@ -398,32 +409,38 @@ def cmd_run(args) -> int:
     from bench.compare import RESULTS_DIR, compare
     from bench.results import merge_run
     from bench.runtimes import check_threads
+    from bench.summary import run_summary
 
     check_threads(args.threads)
 
     results_dir = args.results or RESULTS_DIR
-    extra = [a for a in args.pytest_args if a != "--"]
+    print(f"mnv2bench: this run will update {results_dir}/<hardware>.json and {results_dir}/README.md "
+          "(--results DIR to write elsewhere)", flush=True)
+    extra = [a for a in args.pytest_args if a != "--"] + (["--no-cache"] if args.no_cache else [])
+    extra += [f"--batch={args.batch}"] if args.batch != 1 else []
     with tempfile.TemporaryDirectory(prefix="mnv2bench-run-") as tmp:
         run_json = Path(tmp) / "run.json"
         pytest_args = [
             str(Path(__file__).parent), "--benchmark-only", f"--benchmark-json={run_json}",
             f"--models={args.models}", f"--runtimes={args.runtimes}", f"--target={args.target}",
-            "-p", "no:cacheprovider", "-q", *([f"--threads={args.threads}"] if args.threads else []), *extra,
+            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median,iqr,rounds", *([f"--threads={args.threads}"] if args.threads else []), *extra,
         ]
         print("pytest " + " ".join(pytest_args), flush=True)
         code = pytest.main(pytest_args)
         if not run_json.exists():
             raise UserError(f"the benchmark produced no results (pytest exit code {int(code)})")
         saved = merge_run(run_json, results_dir)
-    print(f"saved {saved}")
-    print(compare(None, results_dir=results_dir))
+        summary = run_summary(run_json)
+    compare(None, results_dir=results_dir)  # rewrites results/README.md from every machine's file
+    print(f"\nsaved {saved}\n\n{summary}\n\nEvery machine and model: mnv2bench compare --models headline "
+          f"(or {results_dir}/README.md)")
     return 0 if code == 0 else 1
 
 
 def cmd_compare(args) -> int:
     from bench.compare import Selection, compare
 
-    selection = Selection(args.models, args.runtimes, args.machines, args.all_schedules)
+    selection = Selection(args.models, args.runtimes, args.machines, args.all_schedules, args.statistic)
     print(compare(args.files or None, fmt=args.format, plot=args.plot, selection=selection))
     return 0
 

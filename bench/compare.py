@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 FORMATS = ("markdown", "csv", "json")
 TASK_ORDER = ("classification", "detection", "segmentation")
-RUNTIME_ORDER = ("tvm", "tvm-untuned", "onnxruntime", "torch")
+RUNTIME_ORDER = ("tvm", "tvm-untuned", "onnxruntime", "openvino", "executorch", "torch", "torch-cudagraph")
 #: how a peer runtime is named in a ratio column ("TVM/ORT").
-PEER_NAMES = {"onnxruntime": "ORT"}
+PEER_NAMES = {"onnxruntime": "ORT", "openvino": "OpenVINO", "executorch": "ExecuTorch", "torch-cudagraph": "torch+graphs"}
 #: extra_info fields without which a row can't be placed in the table.
 REQUIRED_EXTRA = ("model", "task", "runtime", "params", "madds")
 #: fields whose differing values within one hardware+runtime make separate columns (see ``column_label``).
@@ -46,7 +46,13 @@ TUNED_NOTE = (
     "schedules transferred from tuned kernels of the same kind (tuned k + transferred t / n); the others run "
     "TVM's default schedules."
 )
-RATIO_NOTE = "Each column is TVM's median divided by a peer's on the same machine: below 1.00, TVM is faster."
+#: what ``compare --statistic`` can tabulate: the result column, its heading, and what a ratio below 1 means.
+STATISTICS = {
+    "median": ("median_ms", "median latency (ms)", "TVM is faster"),
+    "p90": ("p90_ms", "90th-percentile latency (ms)", "TVM is faster"),
+    "p99": ("p99_ms", "99th-percentile latency (ms)", "TVM is faster"),
+    "memory": ("peak_memory_mib", "peak memory of one inference (MiB, resident-set rise)", "TVM needs less"),
+}
 #: prose lines are wrapped here; tables are as wide as their columns.
 PROSE_WIDTH = 100
 
@@ -67,11 +73,12 @@ class Selection:
     runtimes: Sequence[str] = ()
     machines: Sequence[str] = ()
     all_schedules: bool = False
+    statistic: str = "median"  # a key of STATISTICS
 
     @property
     def is_default(self) -> bool:
-        """Everything, newest schedules only: the view that results/README.md publishes."""
-        return not (self.models or self.runtimes or self.machines or self.all_schedules)
+        """Everything, newest schedules only, medians: the view that results/README.md publishes."""
+        return not (self.models or self.runtimes or self.machines or self.all_schedules) and self.statistic == "median"
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -86,13 +93,24 @@ def load_results(paths: Sequence[Path]) -> pd.DataFrame:
     emulated = df["emulated"].astype(bool)
     if emulated.any():
         log.warning("left out %d emulated measurement(s): emulated latencies are never published", emulated.sum())
-    return _with_labels(df[~emulated].reset_index(drop=True))
+    return with_statistic(_with_labels(df[~emulated].reset_index(drop=True)), "median")
+
+
+def with_statistic(df: pd.DataFrame, statistic: str) -> pd.DataFrame:
+    """``df`` with ``value``, the column the tables show, set to ``statistic``'s (a key of STATISTICS);
+    ``df.attrs["statistic"]`` names it for headings."""
+    if statistic not in STATISTICS:
+        raise UserError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
+    out = df.assign(value=df[STATISTICS[statistic][0]].astype(float))
+    out.attrs["statistic"] = statistic
+    return out
 
 
 _COLUMNS = [
     "file", "datetime", "hardware", "cpu_model", "cores", "gpu", "model", "task", "resolution", "runtime",
     "runtime_version", "tvm_version", "tvm_target", "schedules", "threads", "device", "emulated",
-    "latency_source", "median_ms", "mean_ms", "stddev_ms", "iqr_ms", "rounds", "params", "madds",
+    "latency_source", "median_ms", "mean_ms", "stddev_ms", "iqr_ms", "p90_ms", "p99_ms", "peak_memory_mib",
+    "rounds", "params", "madds",
     "tuned", "transferred", "tasks", *(f"paper_{f}" for f in PAPER_FIELDS),
 ]
 
@@ -136,6 +154,7 @@ def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
     paper = extra.get("paper") or {}
     shape = extra.get("input_shape") or [None]
     ms = {f"{k}_ms": _ms(stats.get(k)) for k in ("median", "mean", "stddev", "iqr")}
+    ms |= {f"{p}_ms": _ms(extra.get(f"latency_{p}_s")) for p in ("p90", "p99")}  # older files: None
     return {
         "file": path.name, "datetime": extra.get("datetime") or doc.get("datetime"), "hardware": hardware,
         "cpu_model": machine.get("cpu_model") or (machine.get("cpu") or {}).get("brand_raw"),
@@ -143,7 +162,8 @@ def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
         **{k: extra.get(k) for k in ("model", "task", "runtime", "runtime_version", "tvm_version", "tvm_target",
                                      "schedules", "threads", "device", "latency_source", "params", "madds")},
         "resolution": shape[-1], "emulated": bool(extra.get("emulated", False)),
-        **ms, "rounds": stats.get("rounds"), **kernel_counts(extra),
+        **ms, "peak_memory_mib": extra.get("peak_memory_mib"), "rounds": stats.get("rounds"), **kernel_counts(extra),
+        **({"model": f"{extra['model']} batch {extra['batch']}"} if extra.get("batch", 1) > 1 else {}),
         **{f"paper_{f}": paper.get(f) for f in PAPER_FIELDS},
     }
 
@@ -193,7 +213,11 @@ def select(df: pd.DataFrame, selection: Selection = Selection()) -> tuple[pd.Dat
     shown = df[chosen & ~older].reset_index(drop=True)
     if shown.empty:
         raise UserError("no measurements match the given --models, --runtimes and --machines")
-    return _with_labels(shown), df[chosen & older].reset_index(drop=True)
+    shown = with_statistic(_with_labels(shown), selection.statistic)
+    if shown["value"].isna().all():
+        raise UserError(f"none of the selected results records the {selection.statistic} (older result files "
+                        "lack it): benchmark again, or choose another --statistic")
+    return shown, df[chosen & older].reset_index(drop=True)
 
 
 def _chosen(df: pd.DataFrame, selection: Selection) -> pd.Series:
@@ -365,10 +389,11 @@ def _by_model(df: pd.DataFrame, values: str, labels: list[str]) -> pd.DataFrame:
 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Models × machine-runtime columns: median ms; index = model."""
+    """Models × machine-runtime columns: the chosen statistic (median ms unless ``with_statistic`` chose
+    another); index = model."""
     if df.empty:
         raise UserError("no published measurements to tabulate")
-    return _by_model(df, "median_ms", _label_order(df))
+    return _by_model(df, "value", _label_order(df))
 
 
 def tuned_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -379,8 +404,8 @@ def tuned_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Models × ``"<machine> TVM/<peer>"``: TVM's median over each peer's on the same machine (time over
-    time, lower is better). Models without any ratio are left out."""
+    """Models × ``"<machine> TVM/<peer>"``: TVM's figure (median unless another statistic was chosen) over
+    each peer's on the same machine, lower is better. Models without any ratio are left out."""
     latency = latency_table(df)
     columns = df.drop_duplicates("label").set_index("label").loc[_label_order(df)]
     out = {}
@@ -404,15 +429,23 @@ def peer_name(runtime: str) -> str:
     return PEER_NAMES.get(runtime, runtime)
 
 
-def ratio_title(ratios: pd.DataFrame) -> str:
-    """``"TVM/ORT (time over time, lower is better)"``, naming every peer of the ratio table's columns."""
+def ratio_title(ratios: pd.DataFrame, statistic: str = "median") -> str:
+    """``"TVM/ORT (median time over median time, lower is better)"``, naming every peer of the ratio table."""
     peers = {column.rsplit("/", 1)[1].split(" [")[0] for column in ratios.columns}
     ordered = sorted(peers, key=lambda peer: (peer != peer_name("onnxruntime"), peer))
-    return " and ".join(f"TVM/{peer}" for peer in ordered) + " (time over time, lower is better)"
+    what = "memory over memory" if statistic == "memory" else f"{statistic} time over {statistic} time"
+    return " and ".join(f"TVM/{peer}" for peer in ordered) + f" ({what}, lower is better)"
+
+
+def ratio_note(statistic: str = "median") -> str:
+    below_one = STATISTICS[statistic][2]
+    figure = "peak memory" if statistic == "memory" else statistic
+    return f"Each column is TVM's {figure} divided by a peer's on the same machine: below 1.00, {below_one}."
 
 
 def data_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Everything per model, for CSV and JSON: the paper's figures, the medians, the tuned shares, the ratios."""
+    """Everything per model, for CSV and JSON: the paper's figures, the chosen statistic, the tuned shares, the
+    ratios."""
     latency = latency_table(df)
     parts = [_paper_columns(df, list(latency.index)), latency, tuned_table(df).add_suffix(" tuned"), ratio_table(df)]
     table = pd.concat(parts, axis=1).reindex(latency.index)
@@ -421,7 +454,7 @@ def data_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def task_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per task, models × columns as shown to a reader: the median in ms, with its tuned share in TVM cells.
+    """Per task, models × columns as shown to a reader: the statistic (median ms), with its tuned share in TVM cells.
     Columns that measured none of a task's models are left out of its table."""
     latency, tuned = latency_table(df), tuned_table(df)
     cells = latency.apply(lambda col: col.map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"))
@@ -470,14 +503,16 @@ def _prose(text: str) -> str:
 def report(df: pd.DataFrame, left_out: pd.DataFrame | None = None, heading: str = "##") -> str:
     """What a reader takes in: per task, median ms per machine × runtime (TVM cells with their tuned share);
     then the TVM/peer ratios; then what was left out."""
+    statistic = df.attrs.get("statistic", "median")
     parts = []
     for task, table in task_tables(df).items():
-        parts += [f"{heading} {task}: median latency (ms)", "", _render_cells(table), ""]
+        parts += [f"{heading} {task}: {STATISTICS[statistic][1]}", "", _render_cells(table), ""]
     if df["runtime"].astype(str).str.startswith("tvm").any():
         parts += [_prose(TUNED_NOTE), ""]
     ratios = ratio_table(df)
     if not ratios.empty:
-        parts += [f"{heading} {ratio_title(ratios)}", "", _prose(RATIO_NOTE), "", render(ratios, "markdown"), ""]
+        parts += [f"{heading} {ratio_title(ratios, statistic)}", "", _prose(ratio_note(statistic)), "",
+                  render(ratios, "markdown"), ""]
     if left_out is not None and not left_out.empty:
         parts += [_prose(left_out_note(left_out)), ""]
     return "\n".join(parts).rstrip("\n")
@@ -619,6 +654,13 @@ def compare(
     if published if readme is None else readme:
         path = write_results_readme(shown, Path(results_dir), left_out)
         print(f"mnv2bench: updated {path} and its plot", file=sys.stderr)
+        # The project README's results block shows the project's results only (not a test's or --results DIR's),
+        # and only where that README exists with its markers (not in an installed package).
+        if Path(results_dir).resolve() == RESULTS_DIR:
+            from bench.readme import update_project_readme
+
+            if updated := update_project_readme(df, Path(__file__).resolve().parents[1] / "README.md"):
+                print(f"mnv2bench: updated the results block of {updated}", file=sys.stderr)
     if fmt == "markdown":
         return report(shown, left_out)
     if not left_out.empty:

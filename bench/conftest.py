@@ -9,6 +9,8 @@ work as usual; the JSON they write is standard pytest-benchmark output with our 
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
+from functools import partial
 
 import pytest
 
@@ -26,6 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "segmentation, all (default: headline)")
     group.addoption("--runtimes", default="tvm,onnxruntime", help=f"comma-separated, from {', '.join(RUNTIMES)}")
     group.addoption("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
+    group.addoption("--batch", type=int, default=1, help="images per inference (default: 1, as in the paper)")
     group.addoption("--weights", default=None, help="PyTorch state-dict file (default: seeded random weights)")
     group.addoption("--schedules", default=None, help="schedules folder (default: the project's)")
     group.addoption("--force-schedules", action="store_true", help="use a database tuned for another target")
@@ -58,6 +61,8 @@ def _options(config: pytest.Config) -> Options:
     try:
         target = resolve_target(config.getoption("target"), config.getoption("mcpu"), config.getoption("arch"))
         models = resolve_names([m.strip() for m in config.getoption("models").split(",") if m.strip()])
+        if config.getoption("batch") < 1:
+            raise UserError(f"--batch must be at least 1 (got {config.getoption('batch')})")
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("rpc_tracker"):
@@ -67,7 +72,7 @@ def _options(config: pytest.Config) -> Options:
             parse_tracker(config.getoption("rpc_tracker"))
         except UserError as exc:
             raise pytest.UsageError(str(exc)) from None
-        host_only = [r for r in runtimes if r in ("onnxruntime", "torch")]
+        host_only = [r for r in runtimes if r in ("onnxruntime", "torch", "openvino", "executorch")]
         if host_only:
             raise pytest.UsageError(f"with --rpc-tracker only TVM runs on the board; drop {', '.join(host_only)} "
                                     "from --runtimes")
@@ -82,6 +87,7 @@ def _options(config: pytest.Config) -> Options:
         rpc_tracker=config.getoption("rpc_tracker"), rpc_key=config.getoption("rpc_key"),
         emulated=config.getoption("emulated_board"),
         device_rounds=config.getoption("benchmark_min_rounds", 5),
+        batch=config.getoption("batch"),
     )
 
 
@@ -115,3 +121,34 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         gpu=gpu_name(),
         target_key=options.target.key,
     )
+
+
+@pytest.fixture
+def progress(request: pytest.FixtureRequest):
+    """``progress(text)``: one line on the terminal now, even while pytest captures the test's output."""
+    return partial(write_progress, request.config)
+
+
+def write_progress(config: pytest.Config, text: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else nullcontext():
+        reporter.write_line(text)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each case: which model on which runtime, and what is about to happen to it."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if {"model", "runtime"} <= set(params):
+        number = item.session.items.index(item) + 1
+        write_progress(item.config, f"[{number}/{len(item.session.items)}] {params['model']} on {params['runtime']}: "
+                                    "build, check against PyTorch, time ...")
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """A benchmark case that passed has written its own line (``progress``): no dot after it."""
+    if report.when == "call" and report.passed and "test_latency" in report.nodeid:
+        return "passed", "", "PASSED"
+    return None

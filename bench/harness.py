@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.memory import PeakMemory
 from models.complexity import count_madds, count_params
 from models.errors import UserError
 from models.export import assert_close, cache_dir, export_model, sample_input, torch_outputs
 from models.registry import create_model, get_spec
 from targets.registry import TargetSpec
 
-RUNTIMES = ("tvm", "tvm-untuned", "onnxruntime", "torch")
+RUNTIMES = ("tvm", "tvm-untuned", "onnxruntime", "torch", "torch-cudagraph", "openvino", "executorch")
 WARMUP_MIN_RUNS = 3
 WARMUP_MIN_SECONDS = 0.5
 # TVM reorders float sums (tiling, vectorisation): allow a little more than the exporter check does.
@@ -43,6 +44,7 @@ class Options:
     device_rounds: int = 5  # rounds for device-timed cases (GPU, boards): --benchmark-min-rounds
     no_cache: bool = False  # compile every library again instead of reusing the cached one
     cuda_graph: bool = True  # GPU libraries replay their kernel launches as CUDA graphs
+    batch: int = 1  # images per inference (the paper's figures are batch 1)
 
 
 @dataclass
@@ -89,13 +91,19 @@ class Harness:
         return self._references[model]
 
     def input(self, model: str) -> np.ndarray:
-        return sample_input(get_spec(model).input_shape)
+        return sample_input(self.spec(model).input_shape)
+
+    def spec(self, model: str):
+        """The registered variant at this run's batch size."""
+        return get_spec(model).with_batch(self.options.batch)
 
     def prepare(self, model: str, runtime: str) -> Case:
         """Build the runtime for ``model``, check it against PyTorch, warm it up."""
         adapter = self._make_runtime(model, runtime)
         x = self.input(model)
-        outputs = adapter.run(x)
+        with PeakMemory() as memory:  # the first inference: what running the model allocates
+            outputs = adapter.run(x)
+        adapter.peak_memory_mib = None if self.remote else memory.mib
         expected = self.reference(model)
         assert_close(outputs, expected, f"{model} on {runtime} vs PyTorch", rtol=RTOL, atol=ATOL)
         error = max(float(np.abs(a - e).max()) for a, e in zip(outputs, expected))
@@ -106,14 +114,23 @@ class Harness:
         from bench import runtimes
 
         threads = self.options.threads
-        if self.remote and runtime in ("onnxruntime", "torch"):
+        if self.remote and runtime in ("onnxruntime", "torch", "openvino", "executorch"):
             raise UserError(f"{runtime} runs on this host, not on the board: benchmark it on the board itself")
         if runtime == "onnxruntime":
-            return runtimes.OnnxRuntime(export_model(model, self.options.weights), threads,
+            return runtimes.OnnxRuntime(export_model(model, self.options.weights, batch=self.options.batch), threads,
                                         gpu=self.options.target.is_gpu)
         if runtime == "torch":
             return runtimes.TorchRuntime(reference_model(model, self.options.weights), threads,
                                          gpu=self.options.target.is_gpu)
+        if runtime == "torch-cudagraph":
+            return runtimes.TorchCudaGraphRuntime(reference_model(model, self.options.weights), threads,
+                                                  gpu=self.options.target.is_gpu)
+        if runtime == "openvino":
+            return runtimes.OpenVinoRuntime(export_model(model, self.options.weights, batch=self.options.batch), threads,
+                                            gpu=self.options.target.is_gpu)
+        if runtime == "executorch":
+            return runtimes.ExecuTorchRuntime(model, reference_model(model, self.options.weights), self.input(model),
+                                              threads, gpu=self.options.target.is_gpu)
         if runtime in ("tvm", "tvm-untuned"):
             return self._tvm_runtime(model, runtime)
         raise ValueError(f"unknown runtime {runtime!r}")
@@ -127,10 +144,11 @@ class Harness:
             raise UserError(f"a library for {spec.key} does not run here: give --rpc-tracker and --rpc-key")
         untuned = runtime == "tvm-untuned"
         library = library_path(model, spec, untuned, self.options.weights, self.options.schedules,
-                               self.options.cuda_graph)
+                               self.options.cuda_graph, self.options.batch)
         build = partial(compile_to_library, check=False) if self.options.no_cache else cached_build
         built = build(model, spec, library, weights=self.options.weights, schedules=self.options.schedules,
-                      force=self.options.force_schedules, untuned=untuned, cuda_graph=self.options.cuda_graph)
+                      force=self.options.force_schedules, untuned=untuned, cuda_graph=self.options.cuda_graph,
+                      batch=self.options.batch)
         target = str(spec.tvm_config())
         if self.remote:
             from bench.runtimes import RemoteTvmRuntime
@@ -145,12 +163,13 @@ class Harness:
         adapter.notes += [built.coverage.summary()] + (["library reused from the cache"] if built.cached else [])
         adapter.kernels = {**built.coverage.counts(), "transferred_from": built.coverage.sources()}
         adapter.cuda_graph = built.cuda_graph
+        adapter.library_cached = built.cached
         return adapter
 
     def _extra_info(self, model: str, adapter, error: float, warmup_runs: int) -> dict:
-        spec = get_spec(model)
+        spec = self.spec(model)
         net = reference_model(model, self.options.weights)
-        paper = spec.paper
+        paper = spec.paper if spec.batch == 1 else None  # the paper's figures are for one image
         import tvm
 
         return {
@@ -158,6 +177,7 @@ class Harness:
             "runtime": adapter.name,
             "task": spec.task,
             "input_shape": list(spec.input_shape),
+            "batch": spec.batch,
             "params": count_params(net),
             "madds": count_madds(net, spec.input_shape),
             "paper": None if paper is None else dict(vars(paper)),
@@ -176,6 +196,9 @@ class Harness:
             "notes": "; ".join(adapter.notes),
             "kernels": adapter.kernels,
             "cuda_graph": adapter.cuda_graph,
+            "library_cached": adapter.library_cached,
+            "peak_memory_mib": adapter.peak_memory_mib,
+            "peak_memory_source": "host resident set: rise of its peak over the first inference",
         }
 
 
@@ -197,7 +220,7 @@ def warm_up(adapter, x: np.ndarray) -> int:
 
 
 def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | None, schedules: Path | None,
-                 cuda_graph: bool = True) -> Path:
+                 cuda_graph: bool = True, batch: int = 1) -> Path:
     """Where the compiled library is cached; the name changes with everything that changes it."""
     import tvm
 
@@ -207,7 +230,8 @@ def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | No
     digest = weights_hash(reference_model(model, weights))[:8]
     schedule = "untuned" if untuned else db_files.sources_hash(spec, schedules)
     graphs = "-nographs" if spec.is_gpu and not cuda_graph else ""
-    return cache_dir() / "lib" / f"{model}-{spec.key}-{schedule}-{digest}{graphs}-tvm{tvm.__version__}.so"
+    images = f"-b{batch}" if batch > 1 else ""
+    return cache_dir() / "lib" / f"{model}{images}-{spec.key}-{schedule}-{digest}{graphs}-tvm{tvm.__version__}.so"
 
 
 def hardware_name(spec: TargetSpec, remote: bool = False, emulated: bool = False) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 from models.errors import UserError
 
 
-def _key(bench: dict) -> tuple[str, str]:
+def _key(bench: dict) -> tuple[str, str, int]:
     info = bench.get("extra_info", {})
-    return info.get("model", bench.get("name")), info.get("runtime", "")
+    return info.get("model", bench.get("name")), info.get("runtime", ""), info.get("batch", 1)
 
 
 def merge_run(run_json: Path, results_dir: Path) -> Path:

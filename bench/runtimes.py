@@ -30,6 +30,8 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
     kernels: dict | None = None  # TVM: kernels tuned / transferred / default, and where transfers came from
     cuda_graph: bool | None = None  # TVM on a GPU: kernel launches replayed as CUDA graphs
+    library_cached: bool | None = None  # TVM: the compiled library came from the cache, nothing was compiled
+    peak_memory_mib: float | None = None  # set by the harness: see bench/memory.py
     emulated: bool = False  # a board under QEMU: proves the build runs, never published as a latency
     device_seconds: float = 0.0  # summed by device_run: the device's own time of the runs so far
     device_timer: str = "time_evaluator"  # what device_run reads: TVM's time_evaluator, or CUDA events
@@ -115,6 +117,173 @@ class TorchRuntime(Runtime):
             start.record()
             self.model(inputs)
             end.record()
+        end.synchronize()
+        self.device_seconds += start.elapsed_time(end) / 1e3
+
+
+PEERS_INSTALL_HINT = "pip install -e '.[peers]'"
+
+
+def import_peer(runtime: str):
+    """The top module of an optional peer runtime (``openvino``, ``executorch``), or a UserError saying how to
+    install it: these come with the ``peers`` extra, not with the project itself."""
+    import importlib
+
+    try:
+        return importlib.import_module(runtime)
+    except ImportError:
+        raise UserError(f"{runtime} is not installed: {PEERS_INSTALL_HINT}") from None
+
+
+def _cpu_only(runtime: str, gpu: bool) -> None:
+    if gpu:
+        raise UserError(f"{runtime} runs on this host's CPU only: drop it from --runtimes on a GPU target")
+
+
+class OpenVinoRuntime(Runtime):
+    """OpenVINO's CPU plugin on the exported ONNX file: latency hint (one stream), f32 precision (no bf16
+    downcast on CPUs that have it), ``threads`` inference threads."""
+
+    def __init__(self, onnx_path: Path, threads: int, gpu: bool = False) -> None:
+        _cpu_only("openvino", gpu)
+        ov = import_peer("openvino")
+        from importlib.metadata import version
+
+        super().__init__("openvino", version("openvino"), threads)
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        got = self.compiled.get_property("INFERENCE_NUM_THREADS")
+        streams = self.compiled.get_property("NUM_STREAMS")
+        self.notes.append(
+            f"threads: INFERENCE_NUM_THREADS={threads} (the compiled model reports {got}), "
+            f"PERFORMANCE_HINT=LATENCY ({streams} stream(s)), f32"
+        )
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return list(self.request.infer({0: x}, share_inputs=True).to_tuple())  # copies, in model output order
+
+
+_executorch_pool_in_use: int | None = None  # thread count of the pool that loaded XNNPACK methods hold
+
+
+def _executorch_threads(threads: int) -> int:
+    """Size ExecuTorch's process-wide thread pool (the one its XNNPACK delegate runs on); return its size.
+
+    The only knob is ``_unsafe_reset_threadpool``, which replaces the pool: a method loaded before keeps a
+    pointer to the old one, so once methods exist the size can no longer change in this process."""
+    global _executorch_pool_in_use
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        if _executorch_pool_in_use is not None:
+            raise UserError(
+                f"executorch already runs on {_executorch_pool_in_use} threads in this process and "
+                f"cannot change to {threads}: run other thread counts in another process"
+            )
+        portable_lib._unsafe_reset_threadpool(threads)
+    _executorch_pool_in_use = portable_lib._threadpool_get_thread_count()
+    return _executorch_pool_in_use
+
+
+class ExecuTorchRuntime(Runtime):
+    """ExecuTorch with its XNNPACK delegate: the PyTorch model exported on ``x`` and lowered to a .pte file,
+    cached (model, batch, weights, ExecuTorch version) so that a second run does not lower again."""
+
+    def __init__(self, model: str, net, x: np.ndarray, threads: int, gpu: bool = False) -> None:
+        _cpu_only("executorch", gpu)
+        import_peer("executorch")
+        from importlib.metadata import version
+
+        from executorch.runtime import Runtime as EtRuntime
+
+        super().__init__("executorch", version("executorch"), threads)
+        et = EtRuntime.get()
+        if not et.backend_registry.is_available("XnnpackBackend"):
+            raise UserError(f"this executorch build has no XNNPACK backend: {PEERS_INSTALL_HINT}")
+        pool = _executorch_threads(threads)  # before loading: the XNNPACK runtime keeps the pool it is made with
+        pte = self.program_path(model, net, x)
+        cached = pte.exists()
+        if not cached:
+            _lower_to_xnnpack(net, x, pte)
+        self.method = et.load_program(pte).load_method("forward")
+        self.notes.append(
+            f"threads: ExecuTorch's thread pool (XNNPACK runs on it) set to {threads} with "
+            f"portable_lib._unsafe_reset_threadpool before loading; it reports {pool}"
+        )
+        self.notes.append("program reused from the cache" if cached else "lowered to XNNPACK")
+
+    def program_path(self, model: str, net, x: np.ndarray) -> Path:
+        from models.export import cache_dir, weights_hash
+
+        images = f"-b{x.shape[0]}" if x.shape[0] > 1 else ""  # the program is lowered for this input shape
+        return cache_dir() / "pte" / f"{model}{images}-{weights_hash(net)[:8]}-executorch{self.version}.pte"
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        return [t.numpy() for t in self.method.execute([torch.from_numpy(x)])]  # outputs are copied out
+
+
+def _lower_to_xnnpack(net, x: np.ndarray, path: Path) -> None:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = torch.export.export(net.eval(), (torch.from_numpy(x),))
+    buffer = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_bytes(buffer)
+    os.replace(staged, path)
+
+
+class TorchCudaGraphRuntime(TorchRuntime):
+    """PyTorch eager captured once in a CUDA graph and replayed (``torch.cuda.graphs``): what a PyTorch user
+    does against launch overhead at batch 1. The input is copied into the graph's static input tensor."""
+
+    def __init__(self, model, threads: int, gpu: bool = False) -> None:
+        if not gpu:
+            raise UserError("torch-cudagraph replays CUDA graphs: it needs a GPU target (--target h200)")
+        super().__init__(model, threads, gpu=True)
+        self.name = "torch-cudagraph"
+        self._graph = None
+        self._static_output = None
+
+    def _capture(self, x: np.ndarray) -> None:
+        import torch
+
+        static_input = self._input(x)
+        side = torch.cuda.Stream()  # warm-up on a side stream, as torch.cuda.graphs asks
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):
+                self.model(static_input)
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.inference_mode():
+            out = self.model(static_input)
+        self._static_output = out if isinstance(out, tuple) else (out,)
+
+    def _replay(self, x: np.ndarray) -> None:
+        if self._graph is None or tuple(self._input_tensor.shape) != x.shape:
+            self._capture(x)
+        else:
+            self._input(x)  # copies into the captured input tensor
+        self._graph.replay()
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        self._replay(x)
+        return [t.cpu().numpy() for t in self._static_output]
+
+    def device_run(self, x: np.ndarray) -> None:
+        import torch
+
+        self._input(x)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        self._graph.replay()
+        end.record()
         end.synchronize()
         self.device_seconds += start.elapsed_time(end) / 1e3
 

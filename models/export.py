@@ -73,15 +73,16 @@ def onnxruntime_outputs(path: Path, x: np.ndarray, threads: int = 0) -> list[np.
 
 
 def export_model(
-    name: str, weights: str | Path | None = None, out: Path | None = None, spec: ModelSpec | None = None
+    name: str, weights: str | Path | None = None, out: Path | None = None, spec: ModelSpec | None = None,
+    batch: int = 1,
 ) -> Path:
-    """Export a registered model to ONNX (batch 1, input named ``input``) and return the file's path.
+    """Export a registered model to ONNX (``batch`` images, input named ``input``) and return the file's path.
 
     ``spec`` overrides the registered one (tests use it for a smaller resolution).
     """
-    spec = spec or get_spec(name)
+    spec = (spec or get_spec(name)).with_batch(batch)
     model = create_model(name, weights)
-    key = f"{spec.name}-{spec.resolution}-{weights_hash(model)}"
+    key = f"{spec.name}-{spec.resolution}{f'-b{batch}' if batch > 1 else ''}-{weights_hash(model)}"
     cached = cache_dir() / "onnx" / f"{key}.onnx"
     if not cached.exists():
         _export_checked(model, spec, cached)

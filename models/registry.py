@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,10 +30,17 @@ class ModelSpec:
     resolution: int
     builder: Callable[[], nn.Module] = field(repr=False, compare=False)
     paper: paper.PaperRow | None = None
+    batch: int = 1  # the paper's figures are batch 1; GPU throughput rows use more
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        return (1, 3, self.resolution, self.resolution)
+        return (self.batch, 3, self.resolution, self.resolution)
+
+    def with_batch(self, batch: int) -> ModelSpec:
+        """The same variant with ``batch`` images per inference."""
+        if batch < 1:
+            raise UserError(f"--batch must be at least 1 (got {batch})")
+        return replace(self, batch=batch)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

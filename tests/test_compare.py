@@ -162,7 +162,7 @@ def test_results_readme(two_machines, tmp_path):
     assert text.startswith("<!-- Generated")
     assert "Sandler et al." in text and "Pixel 1" in text
     assert report(two_machines) in text
-    assert "TVM/ORT (time over time, lower is better)" in text
+    assert "TVM/ORT (median time over median time, lower is better)" in text
     assert "ORT/TVM" not in text and "TVM vs ORT" not in text and "above 1 means TVM is faster" not in text
     assert "![" in text and "(latency_vs_madds.png)" in text
     assert (tmp_path / "latency_vs_madds.png").read_bytes()[:4] == b"\x89PNG"
@@ -236,7 +236,8 @@ def write_results(path: Path, hardware: str, rows: list[dict], datetime: str = "
     for row in rows:
         extra = {"model": row["model"], "runtime": row["runtime"], "task": row.get("task", "classification"),
                  "params": 1, "madds": 1, "hardware": hardware, "schedules": row.get("schedules"),
-                 **{k: row[k] for k in ("notes", "kernels", "datetime") if k in row}}
+                 **{k: row[k] for k in ("notes", "kernels", "datetime", "latency_p90_s", "peak_memory_mib", "batch",
+                                        "library_cached") if k in row}}
         benchmarks.append({"name": f"test_latency[{row['model']}-{row['runtime']}]", "extra_info": extra,
                            "stats": {"median": row["ms"] / 1e3}})
     path.write_text(json.dumps({"machine_info": {"hardware": hardware}, "benchmarks": benchmarks,
@@ -352,5 +353,48 @@ def test_headline_tables_fit_160_columns_on_the_committed_results():
     assert len(widest) <= 160, widest
     for task in ("classification", "detection", "segmentation"):
         assert f"## {task}: median latency (ms)" in out
-    assert "TVM/ORT" in out and "(time over time, lower is better)" in out and "(tuned " in out
+    assert "TVM/ORT" in out and "(median time over median time, lower is better)" in out and "(tuned " in out
     assert "ORT/TVM" not in out and "TVM vs ORT" not in out
+
+
+def test_percentiles_and_memory_as_the_tabulated_statistic(tmp_path):
+    path = write_results(tmp_path / "hw.json", "hw", [
+        {"model": MNV2, "runtime": "tvm", "ms": 4.0, "latency_p90_s": 0.0045, "peak_memory_mib": 30.0},
+        {"model": MNV2, "runtime": "onnxruntime", "ms": 5.0, "latency_p90_s": 0.0090, "peak_memory_mib": 20.0},
+    ])
+    df = load_results([path])
+    p90, _ = select(df, Selection(statistic="p90"))
+    assert latency_table(p90).at[MNV2, "hw tvm"] == pytest.approx(4.5)
+    assert ratio_table(p90).iloc[0, 0] == pytest.approx(0.5)
+    assert "90th-percentile latency (ms)" in report(p90) and "p90 time over p90 time" in report(p90)
+    memory, _ = select(df, Selection(statistic="memory"))
+    assert ratio_table(memory).iloc[0, 0] == pytest.approx(1.5)
+    assert "peak memory" in report(memory) and "TVM needs less" in " ".join(report(memory).split())
+    with pytest.raises(UserError, match="none of the selected results records the p99"):
+        select(df, Selection(statistic="p99"))
+
+
+def test_batch_rows_are_rows_of_their_own(tmp_path):
+    path = write_results(tmp_path / "hw.json", "hw", [
+        {"model": MNV2, "runtime": "tvm", "ms": 4.0},
+        {"model": MNV2, "runtime": "tvm", "ms": 40.0, "batch": 32},
+    ])
+    table = latency_table(load_results([path]))
+    assert table.at[MNV2, "hw tvm"] == pytest.approx(4.0)
+    assert table.at[f"{MNV2} batch 32", "hw tvm"] == pytest.approx(40.0)
+
+
+def test_run_summary_fits_100_columns_and_says_its_direction(tmp_path):
+    from bench.summary import run_summary
+
+    path = write_results(tmp_path / "run.json", "x86_64-rocketlake-2c", [
+        {"model": "deeplabv3_mobilenet_v2_os16_aspp", "runtime": "tvm", "ms": 38.0, "task": "segmentation",
+         "kernels": {"tuned": 30, "transferred": 8, "default": 0, "tasks": 38}, "library_cached": True},
+        *({"model": "deeplabv3_mobilenet_v2_os16_aspp", "runtime": r, "ms": ms, "task": "segmentation"}
+          for r, ms in (("onnxruntime", 40.0), ("openvino", 30.0), ("executorch", 50.0), ("torch", 90.0))),
+    ])
+    summary = run_summary(path)
+    assert max(map(len, summary.splitlines())) <= 100, summary
+    assert "1.27 OV" in summary and "below 1.00, TVM is faster" in summary and "OV = OpenVINO" in summary
+    assert "30+8/38" in summary
+    assert "0 compiled, 1 reused from the cache" in summary

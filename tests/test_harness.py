@@ -45,12 +45,17 @@ def test_one_variant_per_task_on_every_runtime(tmp_path) -> None:
         assert info["threads"] == 2 and info["warmup_runs"] >= 3 and info["max_abs_error_vs_torch"] < 1e-2
         assert info["paper"]["source"] and info["hardware"] == data["machine_info"]["hardware"]
         assert info["task"] in ("classification", "detection", "segmentation")
+        stats = bench["stats"]
+        assert stats["min"] <= info["latency_p90_s"] <= info["latency_p99_s"] <= stats["max"]
+        assert info["peak_memory_mib"] >= 0 and info["batch"] == 1
         if runtime == "tvm":
             assert info["schedules"] == "untuned" and "llvm" in info["tvm_target"]  # an empty schedules folder
         else:
             assert info["schedules"] is None
     assert benches["mobilenet_v2_0.35_96", "onnxruntime"]["extra_info"]["paper"]["pixel1_ms"] == 4.5
     assert benches["ssdlite_mobilenet_v2_320", "tvm"]["extra_info"]["paper"]["accuracy"] == 22.1
+    assert "[1/9] mobilenet_v2_0.35_96 on tvm: build" in result.stdout  # one progress line per case
+    assert result.stdout.count("ms median over") == 9
     machine = data["machine_info"]
     assert machine["cores"] >= 1 and machine["cpu_model"] and "python_version" in machine  # standard + ours
 
@@ -83,6 +88,7 @@ def test_wrong_output_is_caught_and_not_timed(tmp_path) -> None:
     ("--models=resnet50", "unknown model 'resnet50'"),
     ("--target=mips-linux-gnu", "unknown target 'mips-linux-gnu'"),
     ("--rpc-tracker=nohost", "invalid tracker address"),
+    ("--batch=0", "--batch must be at least 1"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, option: str, message: str) -> None:
     result, _ = run_bench(tmp_path, "--models=mobilenet_v2_0.35_96", option)
@@ -106,3 +112,39 @@ def test_merge_replaces_reruns_and_refuses_emulated(tmp_path) -> None:
         ("m1", "tvm"): 0.5, ("m1", "onnxruntime"): 0.7, ("m2", "tvm"): 2.0}
     with pytest.raises(UserError, match="emulated"):
         merge_run(run_file("c.json", [("m1", "tvm", 9.0)], emulated=True), results)
+
+
+@pytest.mark.slow
+def test_batch_rows_are_measured_and_kept_apart(tmp_path) -> None:
+    result, batch1 = run_bench(tmp_path, "--models=mobilenet_v2_0.35_96", "--runtimes=onnxruntime")
+    assert result.returncode == 0, result.stdout[-3000:]
+    merge_run(tmp_path / "run.json", tmp_path / "results")
+    result, batch4 = run_bench(tmp_path, "--models=mobilenet_v2_0.35_96", "--runtimes=tvm,onnxruntime", "--batch=4")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for bench in batch4["benchmarks"]:
+        info = bench["extra_info"]
+        assert info["batch"] == 4 and info["input_shape"] == [4, 3, 96, 96] and info["paper"] is None
+        assert info["madds"] == pytest.approx(4 * batch1["benchmarks"][0]["extra_info"]["madds"])
+    merged = json.loads(merge_run(tmp_path / "run.json", tmp_path / "results").read_text())
+    assert sorted((b["extra_info"]["runtime"], b["extra_info"]["batch"]) for b in merged["benchmarks"]) == [
+        ("onnxruntime", 1), ("onnxruntime", 4), ("tvm", 4)]
+
+
+def test_torch_cuda_graphs_need_a_gpu() -> None:
+    from bench.runtimes import TorchCudaGraphRuntime
+
+    with pytest.raises(UserError, match="needs a GPU target"):
+        TorchCudaGraphRuntime(None, threads=1, gpu=False)
+
+
+def test_peak_memory_sees_an_allocation() -> None:
+    import numpy as np
+
+    from bench.memory import PeakMemory
+
+    with PeakMemory() as peak:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    if peak.mib is None:
+        pytest.skip("no /proc/self/clear_refs here: peak memory is not recorded on this system")
+    assert 60 <= peak.mib < 200

@@ -1,0 +1,82 @@
+"""One GPU window's whole job in one command: a tuning slice, then the benchmark, then what to commit.
+
+GPU time comes in windows of a few minutes (one command of at most 10). This script spends one: it grows
+the target's database with ``mnv2bench tune --minutes`` (resuming from what earlier slices saved, the
+time shared by the time-share rule), then runs ``mnv2bench run`` with TVM against PyTorch eager and
+PyTorch with CUDA graphs at batch 1 (and, with ``--batch-rows``, larger batches), and lists the files to
+commit. On a CPU target it runs the same steps, which is how CI tests it without a GPU.
+
+    python bench/gpu_slice.py --target h200 --minutes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bench import cli
+from models.errors import UserError
+
+GPU_RUNTIMES = "tvm,torch,torch-cudagraph"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--target", default="h200", help="preset or triple (default: h200)")
+    p.add_argument("--models", default="headline", help="comma-separated names or groups (default: headline)")
+    p.add_argument("--minutes", type=float, default=5.0, help="tuning time of this slice (default: 5)")
+    p.add_argument("--trials", type=int, default=4000,
+                   help="the tuning budget the slices work towards, shared by time share (default: 4000)")
+    p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
+    p.add_argument("--runtimes", default=None, help=f"benchmarked runtimes (default on a GPU: {GPU_RUNTIMES})")
+    p.add_argument("--batch-rows", type=int, nargs="*", default=[32],
+                   help="batch sizes benchmarked after batch 1, MobileNetV2 only (default: 32)")
+    p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
+    p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's)")
+    p.add_argument("--no-tune", action="store_true", help="only benchmark (a window too short to tune in)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from targets.registry import resolve_target
+
+    try:
+        spec = resolve_target(args.target)
+    except UserError as exc:
+        print(f"gpu_slice: error: {exc}", file=sys.stderr)
+        return 2
+    runtimes = args.runtimes or (GPU_RUNTIMES if spec.is_gpu else "tvm,onnxruntime")
+    schedules = ["--schedules", str(args.schedules)] if args.schedules else []
+    results = ["--results", str(args.results)] if args.results else []
+    steps = []
+    if not args.no_tune:
+        steps.append(("tune", ["tune", "--target", args.target, "--models", *args.models.split(","),
+                               "--trials", str(args.trials), "--minutes", str(args.minutes), *schedules,
+                               *(["--max-tasks", str(args.max_tasks)] if args.max_tasks else [])]))
+    bench_extra = ["--", f"--schedules={args.schedules}"] if args.schedules else []
+    steps.append(("benchmark, batch 1", ["run", "--target", args.target, "--models", args.models,
+                                         "--runtimes", runtimes, *results, *bench_extra]))
+    for batch in args.batch_rows:
+        steps.append((f"benchmark, batch {batch}", ["run", "--target", args.target, "--models", "mobilenet_v2_1.0_224",
+                                                    "--runtimes", runtimes, "--batch", str(batch), *results,
+                                                    *bench_extra]))
+    failed = [name for name, argv_ in steps if _step(name, argv_) != 0]
+    print(f"\ngpu_slice: done{'; failed: ' + ', '.join(failed) if failed else ''}. Commit: "
+          f"{(args.schedules or Path('schedules')) / spec.key}/ and {args.results or Path('results')}/")
+    return 1 if failed else 0
+
+
+def _step(name: str, argv: list[str]) -> int:
+    """One mnv2bench command, in this process; its exit code (a UserError is its one-line message)."""
+    print(f"\n=== {name}: mnv2bench {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = cli.main(argv)
+    print(f"=== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

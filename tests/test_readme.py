@@ -1,0 +1,52 @@
+"""The project README: small enough to read, and its results block generated (``bench.readme``). Fast, no TVM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.compare import RESULTS_DIR, load_results
+from bench.readme import BEGIN, END, results_block, update_readme
+from models.errors import UserError
+from models.registry import HEADLINE
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_is_a_short_guide_with_a_results_block():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) < 12_000
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and text.index(BEGIN) < text.index(END)
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n\n{BEGIN}\nold table\n{END}\n\nafter\n", encoding="utf-8")
+    assert update_readme(readme, "new table\n") is True
+    assert readme.read_text(encoding="utf-8") == f"# title\n\nbefore\n\n{BEGIN}\nnew table\n{END}\n\nafter\n"
+    assert update_readme(readme, "new table") is False  # unchanged: not rewritten
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize("text", ["# no markers\n", f"only the start {BEGIN}\n", f"{END}\nreversed\n{BEGIN}\n",
+                                  f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n"])
+def test_update_readme_refuses_a_file_without_one_pair_of_markers(tmp_path, text):
+    readme = tmp_path / "README.md"
+    readme.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match="no results block") as caught:
+        update_readme(readme, "table")
+    assert "\n" not in str(caught.value)  # one line for the command line
+    assert readme.read_text(encoding="utf-8") == text
+
+
+def test_results_block_of_the_committed_results_names_each_headline_model():
+    df = load_results(sorted(RESULTS_DIR.glob("*.json")))
+    block = results_block(df)
+    for model in HEADLINE:
+        assert f"| {model} |" in block
+    assert "TVM / ONNX Runtime (lower = TVM faster)" in block
+    assert "results/README.md" in block
+    for machine in df["hardware"].unique():
+        assert f"**{machine}**" in block
+    assert BEGIN not in block and END not in block
