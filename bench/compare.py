@@ -539,59 +539,93 @@ def _replace_atomically(path: Path, write) -> Path:
 
 
 def plot_latency_vs_madds(df: pd.DataFrame, path: Path) -> Path:
-    """Median latency against multiply-adds, one series per column of the table, plus the paper's Pixel 1.
+    """Latency against multiply-adds: one panel per machine, one colour per runtime (the same in every
+    panel), one marker per task, and the paper's Pixel 1 figures in grey, so each machine reads alone.
 
     Uses a bare ``Figure`` (Agg canvas) rather than pyplot: no global state, no display needed.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig = Figure(figsize=(11, 5.5), layout="constrained")
-    ax = fig.add_subplot()
-    markers = "osD^vP*Xhp<>"
     latest = _latest(df)
-    for i, label in enumerate(_label_order(df)):
-        points = latest[latest["label"] == label].sort_values("madds")
-        ax.plot(points["madds"] / 1e6, points["median_ms"], marker=markers[i % len(markers)], ls="", label=label)
+    machines = sorted(latest["hardware"].unique())
+    labels = _label_order(df)
+    runtimes = list(dict.fromkeys(latest.set_index("label").loc[labels, "runtime"].astype(str)))
+    colours = {runtime: f"C{i}" for i, runtime in enumerate(runtimes)}
+    markers = dict(zip(TASK_ORDER, "osD"))
+    columns = min(len(machines), 3)
+    rows = -(-len(machines) // columns)
+    fig = Figure(figsize=(5 * columns + 2, 4.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
     paper = df.drop_duplicates("model").dropna(subset=["paper_pixel1_ms"])
-    if not paper.empty:
-        x = paper["paper_madds_m"].astype(float).fillna(paper["madds"] / 1e6)
-        ax.plot(x, paper["paper_pixel1_ms"].astype(float), marker="*", ms=12, ls="", color="black",
-                label="paper: Pixel 1, 1 core, TF-Lite (Sandler et al. 2018)")
-    ax.set(xscale="log", yscale="log", xlabel="multiply-adds (millions)", ylabel="median latency (ms)",
-           title="MobileNetV2 networks: latency vs multiply-adds")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # "300", not "3×10²"
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(NullFormatter())  # minor labels collide on a log axis
-    ax.grid(True, which="both", alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize="small")  # beside the axes: never hides a point
-    return _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    for ax, machine in zip(axes, machines):
+        on_machine = latest[latest["hardware"] == machine]
+        for (label, task), points in on_machine.groupby(["label", "task"], sort=False):
+            runtime = str(points["runtime"].iloc[0])
+            ax.plot(points["madds"] / 1e6, points["value"], ls="", marker=markers.get(task, "^"),
+                    color=colours[runtime], alpha=0.85, label=f"{runtime} · {task}")
+        if not paper.empty:
+            x = paper["paper_madds_m"].astype(float).fillna(paper["madds"] / 1e6)
+            ax.plot(x, paper["paper_pixel1_ms"].astype(float), ls="", marker="*", color="0.6",
+                    label="paper: Pixel 1, TF-Lite")
+        ax.set(xscale="log", yscale="log", title=machine)
+        ax.grid(True, which="both", alpha=0.3)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(NullFormatter())  # minor labels collide on a log axis
+    for ax in axes[len(machines):]:
+        ax.set_visible(False)
+    fig.supxlabel("multiply-adds (millions)")
+    fig.supylabel(STATISTICS[df.attrs.get("statistic", "median")][1])
+    handles = {}
+    for ax in axes[: len(machines)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    order = sorted(handles, key=lambda label: (label.startswith("paper"), *_legend_rank(label, runtimes)))
+    fig.legend([handles[label] for label in order], order, loc="outside right upper", fontsize="small")
+    return _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def _legend_rank(label: str, runtimes: list[str]) -> tuple[int, int]:
+    runtime, _, task = label.partition(" · ")
+    return (runtimes.index(runtime) if runtime in runtimes else len(runtimes), _task_rank(task))
 
 
 def _machine_section(hardware: str, rows: pd.DataFrame) -> str:
-    """A hardware's facts (from its rows, not from this host) and how each of its columns was built."""
+    """A hardware's facts (from its rows, not from this host) and, per column, how it was built: a list,
+    not a table, so that long targets and database names wrap instead of widening the page."""
 
     def one(col: str) -> str:
         values = rows[col].dropna().astype(str).unique()
         return ", ".join(values) if len(values) else "–"
 
-    builds = rows.drop_duplicates("label").set_index("label").loc[_label_order(rows)].reset_index()[
-        ["label", "runtime_version", "tvm_version", "tvm_target", "schedules", "threads", "device", "latency_source"]
-    ].rename(columns={"label": "column", "latency_source": "timed by"})
-    builds = builds.astype(object).where(builds.notna(), None)
-    return "\n".join([
-        f"### {hardware}",
-        "",
-        f"- CPU: {one('cpu_model')}",
-        f"- cores: {one('cores')}",
-        f"- GPU: {one('gpu')}",
-        f"- TVM: {one('tvm_version')}",
-        f"- files: {one('file')}",
-        "",
-        builds.to_markdown(index=False, missingval="–"),
-        "",
-    ])
+    lines = [f"### {hardware}", "", f"- CPU: {one('cpu_model')}, {one('cores')} cores; GPU: {one('gpu')}",
+             f"- files: {one('file')}", ""]
+    for _, column in rows.drop_duplicates("label").set_index("label").loc[_label_order(rows)].iterrows():
+        facts = [f"{column['runtime']} {column['runtime_version']}", f"{column['threads']} threads",
+                 f"on {column['device']}", f"timed by {column['latency_source']}"]
+        if str(column["runtime"]).startswith("tvm"):
+            facts[1:1] = [f"target `{_target_text(column['tvm_target'])}`", f"schedules `{column['schedules']}`"]
+        lines.append(textwrap.fill(f"- **{column.name}**: " + ", ".join(facts), PROSE_WIDTH, subsequent_indent="  ",
+                                   break_on_hyphens=False))
+    return "\n".join([*lines, ""])
+
+
+def _target_text(target) -> str:
+    """``llvm -mtriple=x86_64-linux-gnu -mcpu=znver4 -num-cores=2`` from a stored target (TVM prints its
+    config as a Python dict)."""
+    if isinstance(target, str) and target.startswith("{"):
+        import ast
+
+        try:
+            target = ast.literal_eval(target)
+        except (ValueError, SyntaxError):
+            return target
+    if isinstance(target, dict):
+        options = " ".join(f"-{k}={v}" for k, v in target.items() if k != "kind")
+        return f"{target.get('kind', '?')} {options}".strip()
+    return str(target)
 
 
 def write_results_readme(df: pd.DataFrame, results_dir: Path, left_out: pd.DataFrame | None = None,

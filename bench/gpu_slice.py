@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
     p.add_argument("--runtimes", default=None, help=f"benchmarked runtimes (default on a GPU: {GPU_RUNTIMES})")
     p.add_argument("--batch-rows", type=int, nargs="*", default=[32],
-                   help="batch sizes benchmarked after batch 1, MobileNetV2 only (default: 32)")
+                   help="batch sizes benchmarked after batch 1, one model only (default: 32)")
+    p.add_argument("--batch-model", default="mobilenet_v2_1.0_224", help="the model of the batch rows")
     p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's)")
     p.add_argument("--no-tune", action="store_true", help="only benchmark (a window too short to tune in)")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     steps.append(("benchmark, batch 1", ["run", "--target", args.target, "--models", args.models,
                                          "--runtimes", runtimes, *results, *bench_extra]))
     for batch in args.batch_rows:
-        steps.append((f"benchmark, batch {batch}", ["run", "--target", args.target, "--models", "mobilenet_v2_1.0_224",
+        steps.append((f"benchmark, batch {batch}", ["run", "--target", args.target, "--models", args.batch_model,
                                                     "--runtimes", runtimes, "--batch", str(batch), *results,
                                                     *bench_extra]))
     failed = [name for name, argv_ in steps if _step(name, argv_) != 0]

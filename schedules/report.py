@@ -3,8 +3,10 @@ tuned, transferred from another shape or database, or left to a default."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from tqdm import tqdm
 from tvm_ffi import structural_hash
 
 from schedules import database as db_files
@@ -24,7 +26,30 @@ def schedules_report(target: str | None, models: list[str], root: Path | None = 
     keys = [target] if target else db_files.known_keys(root)
     if not keys:
         raise UserError(f"no schedule databases under {root or db_files.schedules_root()}")
-    return [_target_report(db_files.resolve_database_target(key, root), names, root) for key in keys]
+    return [_cached_report(db_files.resolve_database_target(key, root), names, root) for key in keys]
+
+
+def _cached_report(spec, names: list[str], root: Path | None) -> dict:
+    """``_target_report``, kept in the cache under everything it depends on (the databases it draws on, the
+    models, TVM): extracting every model's kernels takes minutes, and nothing changes between two calls."""
+    import hashlib
+    import json
+    import os
+
+    import tvm
+
+    from models.export import cache_dir
+
+    key = json.dumps([spec.key, db_files.sources_hash(spec, root), names, tvm.__version__])
+    path = cache_dir() / "reports" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    report = _target_report(spec, names, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps(report))
+    os.replace(staged, path)
+    return report
 
 
 def _target_report(spec, names: list[str], root: Path | None) -> dict:
@@ -34,7 +59,8 @@ def _target_report(spec, names: list[str], root: Path | None) -> dict:
     sources = transfer_sources(spec, root, database)
     tasks: dict[int, dict] = {}
     coverage = []
-    for name in names:
+    for name in tqdm(names, desc=f"kernels of each model for {spec.key} (cached after)", unit="model",
+                     disable=None, file=sys.stderr):
         model_entries = model_tasks(name, spec)
         kernels = cover(model_entries, spec, database, sources, with_defaults=False)[1]
         coverage.append({"model": name, **kernels.counts(), "transferred_from": kernels.sources(),

@@ -12,7 +12,7 @@ from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
 from schedules.search.cost_model import INFO_FILE, MODEL_FILE, load_cost_model, save_cost_model
 from schedules.search.fallback import default_schedule
-from schedules.search.transfer import TransferSkipped, refactor, replay, sources_from, vector_lanes
+from schedules.search.transfer import TransferSkipped, narrow, refactor, replay, sources_from, vector_lanes
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,19 @@ def test_tiles_are_refactored_to_the_new_extent(factors, extent, lanes, expected
     for f in new:
         product *= f
     assert product == extent
+
+
+@pytest.mark.parametrize(
+    ("factors", "narrowing", "lanes", "expected"),
+    [
+        ([1, 4, 2, 32], 2, 8, [1, 4, 4, 16]),  # 2 zmm per row tuned on AVX-512 -> 2 ymm on AVX2, same extent
+        ([7, 1, 16], 2, 8, [7, 2, 8]),
+        ([2, 3, 24], 2, 8, [2, 3, 24]),  # 24 is no whole number of 16-lane vectors: kept
+        ([1, 4, 2, 32], 1, 16, [1, 4, 2, 32]),  # same vector width: nothing to fit
+    ],
+)
+def test_register_tiles_are_narrowed_to_the_targets_vectors(factors, narrowing, lanes, expected) -> None:
+    assert narrow(factors, narrowing, lanes) == expected
 
 
 def test_vector_lanes_follow_the_target() -> None:

@@ -166,14 +166,25 @@ def refactor(factors: list[int], extent: int, lanes: int, max_innermost: int = 0
     return [left, *reversed(inner)]
 
 
+def narrow(factors: list[int], narrowing: int, lanes: int) -> list[int]:
+    """A tile tuned for vectors ``narrowing`` times wider than the target's, fitted to the target's register
+    file: an innermost factor of whole wide vectors (a register tile of, say, 2 x 16 floats) shrinks by
+    ``narrowing`` (2 x 8 floats on AVX2: as many registers, each narrower) and the next factor out grows by
+    as much, so the tile covers the same extent. Left as it is where the innermost is no whole vector."""
+    if narrowing == 1 or len(factors) < 2 or factors[-1] % (lanes * narrowing):
+        return factors
+    return [*factors[:-2], factors[-2] * narrowing, factors[-1] // narrowing]
+
+
 def replay(record, mod: tvm.IRModule, target: tvm.target.Target, lanes: int) -> tvm.s_tir.Schedule:
     """The record's trace on ``mod`` with re-factored tiles, postprocessed for ``target``."""
     sch = tvm.s_tir.Schedule(mod)
+    narrowing = max(vector_lanes(record.target) // lanes, 1) if record.target is not None else 1
 
     def decide(inst, inputs, attrs, decision):
         if inst.kind.name == "SamplePerfectTile":
             extent = int(sch.get(inputs[0]).extent)
-            return refactor([int(f) for f in decision], extent, lanes, int(attrs[1]))
+            return refactor(narrow([int(f) for f in decision], narrowing, lanes), extent, lanes, int(attrs[1]))
         return decision
 
     try:
