@@ -231,7 +231,23 @@ def library_path(model: str, spec: TargetSpec, untuned: bool, weights: Path | No
     schedule = "untuned" if untuned else db_files.sources_hash(spec, schedules)
     graphs = "-nographs" if spec.is_gpu and not cuda_graph else ""
     images = f"-b{batch}" if batch > 1 else ""
-    return cache_dir() / "lib" / f"{model}{images}-{spec.key}-{schedule}-{digest}{graphs}-tvm{tvm.__version__}.so"
+    name = f"{model}{images}-{spec.key}-{schedule}-{digest}{graphs}-{compiler_hash()}-tvm{tvm.__version__}.so"
+    return cache_dir() / "lib" / name
+
+
+@lru_cache(maxsize=1)
+def compiler_hash() -> str:
+    """A hash of our compile path's source (import, layout, rewrites, transfer, defaults, targets): a library
+    built by other code is never taken from the cache, even with the same schedules and TVM."""
+    import hashlib
+
+    import schedules
+    import targets
+
+    root = Path(schedules.__file__).parent
+    files = [*sorted((root / "pipeline").glob("*.py")), root / "search" / "transfer.py", root / "search" / "fallback.py",
+             Path(targets.__file__).parent / "registry.py"]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:8]
 
 
 def hardware_name(spec: TargetSpec, remote: bool = False, emulated: bool = False) -> str:

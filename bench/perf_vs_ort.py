@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     pin_threads(args.threads)  # before TVM's thread pool exists
 
     from bench.build import cached_build, compile_to_library
-    from bench.harness import library_path
+    from bench.harness import ATOL, RTOL, library_path
     from bench.runtimes import TvmRuntime, import_peer
     from models.errors import UserError
-    from models.export import cache_dir, load_onnx, onnx_input_shape, sample_input
+    from models.export import assert_close, cache_dir, load_onnx, onnx_input_shape, onnxruntime_outputs, sample_input
     from models.registry import get_spec, resolve_names
     from targets.registry import resolve_target
 
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
         x = sample_input(file_shapes[name] if is_file else get_spec(name).input_shape)
         try:
+            assert_close(tvm_rt.run(x), onnxruntime_outputs(built.onnx_path, x), f"{name}: TVM vs ONNX Runtime",
+                         rtol=RTOL, atol=ATOL)
             peer_rts = make_peers(peers, name, built.onnx_path, x, args.threads)
         except UserError as exc:
             print(f"perf_vs_ort: error: {exc}", file=sys.stderr)

@@ -62,14 +62,25 @@ def results_block(df: pd.DataFrame) -> str:
             table = pd.DataFrame(index=pd.Index(rows, name="model"))
             table["TVM (ms)"] = latency.loc[rows, tvm_row["label"]].map(_ms)
             table["TVM kernels"] = tuned.loc[rows, tvm_row["label"]].replace("", "–")
-            for _, peer in peers.iterrows():
-                title = peer_title(peer["runtime"]) + (f" [{peer['build']}]" if peer["build"] else "")
-                table[f"{title} (ms)"] = latency.loc[rows, peer["label"]].map(_ms)
-                ratio = latency.loc[rows, tvm_row["label"]] / latency.loc[rows, peer["label"]]
-                table[f"TVM / {title} (lower = TVM faster)"] = ratio.map(_ms)
+            titles = {peer["label"]: peer_title(peer["runtime"]) + (f" [{peer['build']}]" if peer["build"] else "")
+                      for _, peer in peers.iterrows()}
+            for label, title in titles.items():
+                table[f"{title} (ms)"] = latency.loc[rows, label].map(_ms)
+            if titles:
+                table["TVM / fastest peer (lower = TVM faster)"] = [
+                    _versus_fastest(latency.loc[model], tvm_row["label"], titles) for model in rows]
             parts += [_machine_line(hardware, shown[shown["hardware"] == hardware], tvm_row, peers), "",
                       _markdown(table), ""]
     return "\n".join(parts + [footer])
+
+
+def _versus_fastest(medians: pd.Series, tvm_label: str, titles: dict[str, str]) -> str:
+    """``"0.93 (ONNX Runtime)"``: TVM's median over the fastest peer's, naming the peer."""
+    peers = medians[list(titles)].dropna()
+    if peers.empty or pd.isna(medians[tvm_label]):
+        return "–"
+    fastest = peers.idxmin()
+    return f"{medians[tvm_label] / peers[fastest]:.2f} ({titles[fastest]})"
 
 
 def _ms(value: float) -> str:

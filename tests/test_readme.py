@@ -45,7 +45,7 @@ def test_results_block_of_the_committed_results_names_each_headline_model():
     block = results_block(df)
     for model in HEADLINE:
         assert f"| {model} |" in block
-    assert "TVM / ONNX Runtime (lower = TVM faster)" in block
+    assert "TVM / fastest peer (lower = TVM faster)" in block
     assert "results/README.md" in block
     for machine in df["hardware"].unique():
         assert f"**{machine}**" in block
