@@ -51,10 +51,11 @@ STATISTICS = {
     "median": ("median_ms", "median latency (ms)", "TVM is faster"),
     "p90": ("p90_ms", "90th-percentile latency (ms)", "TVM is faster"),
     "p99": ("p99_ms", "99th-percentile latency (ms)", "TVM is faster"),
-    "memory": ("peak_memory_mib", "peak memory of one inference (MiB, resident-set rise)", "TVM needs less"),
+    "memory": ("peak_memory_mib", "peak memory: loading and one inference (MiB, resident-set rise)", "TVM needs less"),
 }
-#: prose lines are wrapped here; tables are as wide as their columns.
+#: prose lines are wrapped here; a table wider than SCREEN_WIDTH is split by machine.
 PROSE_WIDTH = 100
+SCREEN_WIDTH = 160
 
 
 class ResultFileError(UserError):
@@ -413,7 +414,8 @@ def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
         peers = on_hw[~on_hw["runtime"].astype(str).str.startswith("tvm")]
         for tvm_label, tvm in on_hw[on_hw["runtime"] == "tvm"].iterrows():
             for peer_label, peer in peers.iterrows():
-                out[_ratio_label(hardware, tvm, peer)] = latency[tvm_label] / latency[peer_label]
+                ratio = latency[tvm_label] / latency[peer_label]
+                out[_ratio_label(hardware, tvm, peer)] = ratio.where(latency[peer_label] > 0)  # 0 MiB: no ratio
     return pd.DataFrame(out, index=latency.index).dropna(how="all")
 
 
@@ -506,16 +508,37 @@ def report(df: pd.DataFrame, left_out: pd.DataFrame | None = None, heading: str 
     statistic = df.attrs.get("statistic", "median")
     parts = []
     for task, table in task_tables(df).items():
-        parts += [f"{heading} {task}: {STATISTICS[statistic][1]}", "", _render_cells(table), ""]
+        parts += [f"{heading} {task}: {STATISTICS[statistic][1]}", ""]
+        parts += [line for part in _fitting(table, _render_cells) for line in (part, "")]
     if df["runtime"].astype(str).str.startswith("tvm").any():
         parts += [_prose(TUNED_NOTE), ""]
     ratios = ratio_table(df)
     if not ratios.empty:
-        parts += [f"{heading} {ratio_title(ratios, statistic)}", "", _prose(ratio_note(statistic)), "",
-                  render(ratios, "markdown"), ""]
+        parts += [f"{heading} {ratio_title(ratios, statistic)}", "", _prose(ratio_note(statistic)), ""]
+        parts += [line for part in _fitting(ratios, lambda t: render(t.rename(columns=_screen_header), "markdown")) for line in (part, "")]
     if left_out is not None and not left_out.empty:
         parts += [_prose(left_out_note(left_out)), ""]
     return "\n".join(parts).rstrip("\n")
+
+
+def _fitting(table: pd.DataFrame, render_table, width: int = SCREEN_WIDTH) -> list[str]:
+    """``table`` rendered as one table, or, where that is wider than ``width``, as several with whole
+    machines each (a column's label starts with its machine), so that no line leaves a laptop's screen."""
+    whole = render_table(table)
+    if max(map(len, whole.splitlines())) <= width:
+        return [whole]
+    machines = list(dict.fromkeys(str(column).split(" ")[0] for column in table.columns))
+    parts, group = [], []
+    for machine in machines:
+        candidate = group + [c for c in table.columns if str(c).split(" ")[0] == machine]
+        rendered = render_table(table[candidate].dropna(how="all"))
+        if group and max(map(len, rendered.splitlines())) > width:
+            parts.append(render_table(table[group].dropna(how="all")))
+            group = [c for c in table.columns if str(c).split(" ")[0] == machine]
+        else:
+            group = candidate
+    parts.append(render_table(table[group].dropna(how="all")))
+    return parts
 
 
 def left_out_note(left_out: pd.DataFrame) -> str:

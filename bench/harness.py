@@ -7,6 +7,7 @@ that is fast but wrong fails instead of publishing a number.
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.memory import PeakMemory
+from bench.memory import PeakMemory, release_free_memory
 from models.complexity import count_madds, count_params
 from models.errors import UserError
 from models.export import assert_close, cache_dir, export_model, sample_input, torch_outputs
@@ -71,6 +72,7 @@ class Harness:
     def __init__(self, options: Options) -> None:
         self.options = options
         self._references: dict[str, list[np.ndarray]] = {}
+        self._built: dict[tuple[str, str], object] = {}  # libraries compiled ahead, before memory is measured
 
     @cached_property
     def hardware(self) -> str:
@@ -99,16 +101,30 @@ class Harness:
 
     def prepare(self, model: str, runtime: str) -> Case:
         """Build the runtime for ``model``, check it against PyTorch, warm it up."""
-        adapter = self._make_runtime(model, runtime)
         x = self.input(model)
-        with PeakMemory() as memory:  # the first inference: what running the model allocates
+        self._compile_ahead(model, runtime, x)  # compiling is not what the runtime needs to run: not measured
+        release_free_memory()
+        with PeakMemory() as memory:
+            adapter = self._make_runtime(model, runtime)
+            memory.loaded()
             outputs = adapter.run(x)
-        adapter.peak_memory_mib = None if self.remote else memory.mib
+        if not self.remote:  # a board's memory is not this process's
+            adapter.peak_memory_mib, adapter.init_memory_mib = memory.mib, memory.init_mib
         expected = self.reference(model)
         assert_close(outputs, expected, f"{model} on {runtime} vs PyTorch", rtol=RTOL, atol=ATOL)
         error = max(float(np.abs(a - e).max()) for a, e in zip(outputs, expected))
         warmup_runs = warm_up(adapter, x)
         return Case(model, adapter, x, error, warmup_runs, self._extra_info(model, adapter, error, warmup_runs))
+
+    def _compile_ahead(self, model: str, runtime: str, x: np.ndarray) -> None:
+        """Build what a runtime loads (TVM's library, ExecuTorch's program) so that loading it is all that
+        the memory measurement sees. Cached: ``_make_runtime`` then finds it."""
+        if runtime in ("tvm", "tvm-untuned"):
+            self._built[(model, runtime)] = self._tvm_build(model, runtime)
+        elif runtime == "executorch":
+            from bench.runtimes import ExecuTorchRuntime
+
+            ExecuTorchRuntime.lowered(model, reference_model(model, self.options.weights), x)
 
     def _make_runtime(self, model: str, runtime: str):
         from bench import runtimes
@@ -119,8 +135,8 @@ class Harness:
         if runtime == "onnxruntime":
             return runtimes.OnnxRuntime(export_model(model, self.options.weights, batch=self.options.batch), threads,
                                         gpu=self.options.target.is_gpu)
-        if runtime == "torch":
-            return runtimes.TorchRuntime(reference_model(model, self.options.weights), threads,
+        if runtime == "torch":  # its own copy of the weights, so that loading them is measured like the others'
+            return runtimes.TorchRuntime(copy.deepcopy(reference_model(model, self.options.weights)), threads,
                                          gpu=self.options.target.is_gpu)
         if runtime == "torch-cudagraph":
             return runtimes.TorchCudaGraphRuntime(reference_model(model, self.options.weights), threads,
@@ -135,10 +151,12 @@ class Harness:
             return self._tvm_runtime(model, runtime)
         raise ValueError(f"unknown runtime {runtime!r}")
 
-    def _tvm_runtime(self, model: str, runtime: str):
+    def _tvm_build(self, model: str, runtime: str):
+        """The compiled library (from the cache unless --no-cache), built once per case."""
         from bench.build import cached_build, compile_to_library
-        from bench.runtimes import TvmRuntime
 
+        if (model, runtime) in self._built:
+            return self._built.pop((model, runtime))
         spec = self.options.target
         if not (spec.is_native or spec.is_gpu or self.remote):
             raise UserError(f"a library for {spec.key} does not run here: give --rpc-tracker and --rpc-key")
@@ -146,9 +164,15 @@ class Harness:
         library = library_path(model, spec, untuned, self.options.weights, self.options.schedules,
                                self.options.cuda_graph, self.options.batch)
         build = partial(compile_to_library, check=False) if self.options.no_cache else cached_build
-        built = build(model, spec, library, weights=self.options.weights, schedules=self.options.schedules,
-                      force=self.options.force_schedules, untuned=untuned, cuda_graph=self.options.cuda_graph,
-                      batch=self.options.batch)
+        return build(model, spec, library, weights=self.options.weights, schedules=self.options.schedules,
+                     force=self.options.force_schedules, untuned=untuned, cuda_graph=self.options.cuda_graph,
+                     batch=self.options.batch)
+
+    def _tvm_runtime(self, model: str, runtime: str):
+        from bench.runtimes import TvmRuntime
+
+        spec = self.options.target
+        built = self._tvm_build(model, runtime)
         target = str(spec.tvm_config())
         if self.remote:
             from bench.runtimes import RemoteTvmRuntime
@@ -198,7 +222,9 @@ class Harness:
             "cuda_graph": adapter.cuda_graph,
             "library_cached": adapter.library_cached,
             "peak_memory_mib": adapter.peak_memory_mib,
-            "peak_memory_source": "host resident set: rise of its peak over the first inference",
+            "init_memory_mib": adapter.init_memory_mib,
+            "peak_memory_source": "host resident set: rise of its peak over loading (init) and loading plus the "
+                                  "first inference (peak), freed memory returned to the OS before",
         }
 
 

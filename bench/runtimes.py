@@ -31,7 +31,8 @@ class Runtime:
     kernels: dict | None = None  # TVM: kernels tuned / transferred / default, and where transfers came from
     cuda_graph: bool | None = None  # TVM on a GPU: kernel launches replayed as CUDA graphs
     library_cached: bool | None = None  # TVM: the compiled library came from the cache, nothing was compiled
-    peak_memory_mib: float | None = None  # set by the harness: see bench/memory.py
+    peak_memory_mib: float | None = None  # set by the harness (bench/memory.py): loading + first inference
+    init_memory_mib: float | None = None  # loading alone
     emulated: bool = False  # a board under QEMU: proves the build runs, never published as a latency
     device_seconds: float = 0.0  # summed by device_run: the device's own time of the runs so far
     device_timer: str = "time_evaluator"  # what device_run reads: TVM's time_evaluator, or CUDA events
@@ -202,10 +203,7 @@ class ExecuTorchRuntime(Runtime):
         if not et.backend_registry.is_available("XnnpackBackend"):
             raise UserError(f"this executorch build has no XNNPACK backend: {PEERS_INSTALL_HINT}")
         pool = _executorch_threads(threads)  # before loading: the XNNPACK runtime keeps the pool it is made with
-        pte = self.program_path(model, net, x)
-        cached = pte.exists()
-        if not cached:
-            _lower_to_xnnpack(net, x, pte)
+        pte, cached = self.lowered(model, net, x)
         self.method = et.load_program(pte).load_method("forward")
         self.notes.append(
             f"threads: ExecuTorch's thread pool (XNNPACK runs on it) set to {threads} with "
@@ -213,11 +211,24 @@ class ExecuTorchRuntime(Runtime):
         )
         self.notes.append("program reused from the cache" if cached else "lowered to XNNPACK")
 
-    def program_path(self, model: str, net, x: np.ndarray) -> Path:
+    @staticmethod
+    def program_path(model: str, net, x: np.ndarray) -> Path:
+        from importlib.metadata import version
+
         from models.export import cache_dir, weights_hash
 
         images = f"-b{x.shape[0]}" if x.shape[0] > 1 else ""  # the program is lowered for this input shape
-        return cache_dir() / "pte" / f"{model}{images}-{weights_hash(net)[:8]}-executorch{self.version}.pte"
+        return cache_dir() / "pte" / f"{model}{images}-{weights_hash(net)[:8]}-executorch{version('executorch')}.pte"
+
+    @classmethod
+    def lowered(cls, model: str, net, x: np.ndarray) -> tuple[Path, bool]:
+        """The model's .pte, lowered now unless the cache has it; and whether it had. The harness calls this
+        before it measures memory: lowering is a compile step, not part of what the runtime needs."""
+        pte = cls.program_path(model, net, x)
+        cached = pte.exists()
+        if not cached:
+            _lower_to_xnnpack(net, x, pte)
+        return pte, cached
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         import torch

@@ -29,7 +29,7 @@ def pte_dir(tmp_path_factory) -> Path:
     """ExecuTorch programs lowered afresh into a folder of their own (ONNX exports stay in the usual cache)."""
     folder = tmp_path_factory.mktemp("pte")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runtimes.ExecuTorchRuntime, "program_path", lambda self, model, net, x: folder / f"{model}.pte")
+        patch.setattr(runtimes.ExecuTorchRuntime, "program_path", staticmethod(lambda model, net, x: folder / f"{model}.pte"))
         yield folder
 
 
