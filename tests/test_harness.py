@@ -140,8 +140,9 @@ def test_torch_cuda_graphs_need_a_gpu() -> None:
 def test_peak_memory_sees_an_allocation() -> None:
     import numpy as np
 
-    from bench.memory import PeakMemory
+    from bench.memory import PeakMemory, release_free_memory
 
+    release_free_memory()  # else freed pages this long-lived process still holds could absorb the allocations
     with PeakMemory() as peak:
         loaded = np.ones(16 * 2**20 // 8)  # 16 MiB, touched: "the weights"
         peak.loaded()
@@ -149,4 +150,6 @@ def test_peak_memory_sees_an_allocation() -> None:
         del block, loaded
     if peak.mib is None:
         pytest.skip("no /proc/self/clear_refs here: peak memory is not recorded on this system")
-    assert 14 <= peak.init_mib < 40 and 76 <= peak.mib < 200
+    # 64 MiB is above glibc's largest mmap threshold (32 MiB): always fresh pages, so the peak must see it.
+    # The 16 MiB may come from pages the process already holds, so loading is only bounded by the peak.
+    assert 0 <= peak.init_mib <= peak.mib and 60 <= peak.mib < 200

@@ -30,8 +30,9 @@ STAGING = ".remeasure"
 
 
 def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOptions | None = None,
-              force: bool = False) -> dict:
-    """Keep the ``keep`` best records of every workload, re-timed; returns a summary."""
+              force: bool = False, retime: bool = True) -> dict:
+    """Keep the ``keep`` best records of every workload, re-timed (or, with ``retime=False``, as timed:
+    for records all measured by today's runner); returns a summary."""
     if keep < 1:
         raise UserError("--remeasure needs a positive number of records to keep per workload")
     database = db_files.open_database(spec, root, force=force)
@@ -43,17 +44,19 @@ def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOpt
     staging.mkdir()
     try:
         shutil.copyfile(folder / db_files.WORKLOAD_FILE, staging / db_files.WORKLOAD_FILE)
-        kept, dropped = _remeasure_into(spec, database, staging, keep, rpc)
+        kept, dropped = _remeasure_into(spec, database, staging, keep, rpc, retime)
         db_files.compact_record_file(staging / db_files.RECORD_FILE)
         os.replace(staging / db_files.RECORD_FILE, folder / db_files.RECORD_FILE)
-        db_files.write_metadata(folder, spec, 0, [], measured_on=measured_on(spec, rpc), pruned=dropped)
+        timed = measured_on(spec, rpc) if retime else "kept as timed by the tuning runs"
+        db_files.write_metadata(folder, spec, 0, [], measured_on=timed, pruned=dropped)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"workloads": len(kept), "records_kept": sum(kept.values()), "records_dropped": sum(dropped.values()),
             "database": str(folder)}
 
 
-def _remeasure_into(spec, database, staging: Path, keep: int, rpc) -> tuple[dict[str, int], dict[str, int]]:
+def _remeasure_into(spec, database, staging: Path, keep: int, rpc, retime: bool = True
+                    ) -> tuple[dict[str, int], dict[str, int]]:
     """Time the best ``keep`` records of each workload again, committing them to a database in
     ``staging``. Returns records kept and records dropped per workload (structural hash, as text)."""
     from tvm.s_tir import meta_schedule as ms
@@ -68,7 +71,8 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc) -> tuple[dict
     kept, dropped = {}, {}
     for key, records in tqdm(by_workload.items(), unit="workload", desc="re-timing", dynamic_ncols=True):
         best = database.get_top_k(records[0].workload, keep)
-        times = measure_candidates([r.as_measure_candidate() for r in best], target, builder, runner)
+        times = (measure_candidates([r.as_measure_candidate() for r in best], target, builder, runner) if retime
+                 else [list(r.run_secs) for r in best])
         workload = fresh.commit_workload(records[0].workload.mod)
         for record, secs in zip(best, times):
             if secs:
