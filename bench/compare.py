@@ -112,7 +112,7 @@ _COLUMNS = [
     "runtime_version", "tvm_version", "tvm_target", "schedules", "threads", "device", "emulated",
     "latency_source", "median_ms", "mean_ms", "stddev_ms", "iqr_ms", "p90_ms", "p99_ms", "peak_memory_mib",
     "rounds", "params", "madds",
-    "tuned", "transferred", "tasks", *(f"paper_{f}" for f in PAPER_FIELDS),
+    "tuned", "transferred", "tasks", "library_cached", *(f"paper_{f}" for f in PAPER_FIELDS),
 ]
 
 
@@ -164,6 +164,7 @@ def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
                                      "schedules", "threads", "device", "latency_source", "params", "madds")},
         "resolution": shape[-1], "emulated": bool(extra.get("emulated", False)),
         **ms, "peak_memory_mib": extra.get("peak_memory_mib"), "rounds": stats.get("rounds"), **kernel_counts(extra),
+        "library_cached": extra.get("library_cached"),
         **({"model": f"{extra['model']} batch {extra['batch']}"} if extra.get("batch", 1) > 1 else {}),
         **{f"paper_{f}": paper.get(f) for f in PAPER_FIELDS},
     }

@@ -7,7 +7,6 @@ results/README.md, so the figures a reader meets first are never typed by hand. 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -142,12 +141,9 @@ def update_readme(readme: Path, block: str) -> bool:
     new = f"{head}\n{block.strip()}\n{tail}"
     if new == text:
         return False
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    try:
-        tmp.write_text(new, encoding="utf-8")
-        os.replace(tmp, readme)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from bench.compare import _replace_atomically
+
+    _replace_atomically(readme, lambda tmp: tmp.write_text(new, encoding="utf-8"))
     return True
 
 

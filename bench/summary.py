@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from bench.compare import load_results
+from bench.readme import peer_title
 
 #: short column names, so that four peers fit 100 columns; the legend below the table spells them out.
 SHORT = {"onnxruntime": "ORT", "openvino": "OV", "executorch": "ET", "torch": "torch", "torch-cudagraph": "torch+g"}
-LEGEND = {"ORT": "ONNX Runtime", "OV": "OpenVINO", "ET": "ExecuTorch (XNNPACK)", "torch+g": "PyTorch with CUDA graphs"}
+LEGEND = {short: peer_title(runtime) for runtime, short in SHORT.items() if short != runtime}
 NOTES = ("TVM/best: TVM's median over the fastest peer's, same machine and run (below 1.00, TVM is faster). "
          "kernels: tuned + transferred / all of TVM's kernels; the rest run default schedules.")
 
@@ -31,7 +32,7 @@ def run_summary(run_json: Path) -> str:
     legend = ", ".join(f"{short} = {LEGEND[short]}" for short in table.columns if short in LEGEND)
     lines = [f"This run on {df['hardware'].iloc[0]}, median ms:", "", _render(table), ""]
     lines += textwrap.wrap(NOTES + (f" {legend}." if legend else ""), 100)
-    lines.append(_library_line(run_json))
+    lines.append(_library_line(df))
     return "\n".join(lines)
 
 
@@ -62,13 +63,10 @@ def _kernels(tuned, transferred, tasks) -> str | None:
     return f"{int(tuned)}+{0 if pd.isna(transferred) else int(transferred)}/{int(tasks)}"
 
 
-def _library_line(run_json: Path) -> str:
+def _library_line(df: pd.DataFrame) -> str:
     """"TVM libraries: 0 compiled, 3 reused from the cache" (from each TVM result's ``library_cached``)."""
-    import json
-
-    cached = [b["extra_info"].get("library_cached") for b in json.loads(Path(run_json).read_text())["benchmarks"]
-              if str(b["extra_info"].get("runtime", "")).startswith("tvm")]
-    if not cached:
+    cached = df.loc[df["runtime"].astype(str).str.startswith("tvm"), "library_cached"]
+    if cached.empty:
         return ""
-    reused = sum(bool(c) for c in cached)
+    reused = int(cached.fillna(False).astype(bool).sum())
     return f"TVM libraries: {len(cached) - reused} compiled, {reused} reused from the cache (--no-cache to rebuild)."
