@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import onnx
 
 from models.errors import UserError
 from models.export import assert_close, export_model, load_onnx, onnx_input_shape, onnxruntime_outputs, sample_input
+from models.files import write_text_atomically
 from models.registry import get_spec
 from schedules import database as db_files
 from schedules.pipeline.compile import compile_onnx, export
@@ -32,6 +33,7 @@ class BuildResult:
     tasks: list = field(default_factory=list)  # schedules.tasks.Task, one per distinct kernel
     cached: bool = False  # reused from an earlier build, not compiled now
     cuda_graph: bool = False  # a GPU library that replays its kernel launches as CUDA graphs
+    compile_s: float = 0.0  # seconds the compile took (with --measure-transfers, mostly timing)
 
     def __str__(self) -> str:
         lines = [
@@ -43,6 +45,9 @@ class BuildResult:
         if self.coverage.transferred:
             lines.append(f"transferred (replayed from {', '.join(self.coverage.sources())}): "
                          + ", ".join(self.coverage.transferred))
+        if self.coverage.measured:
+            lines.append(f"chosen by timing: {self.coverage.measured} transferred schedules measured for "
+                         f"{len(self.coverage.transferred)} kernels, the fastest kept (compile took {self.compile_s:.0f} s)")
         reasons = [reason for skipped in self.coverage.skipped.values() for reason in skipped]
         if reasons:
             lines.append(f"source traces that did not apply: {len(reasons)} (e.g. {reasons[0]})")
@@ -92,14 +97,19 @@ def compile_to_library(
     cuda_graph: bool = True,
     rpc: tuple[str, str] | None = None,
     batch: int = 1,
+    measure_transfers: bool = False,
 ) -> BuildResult:
-    """Compile with the target's database and transfers (unless ``untuned``), export, check the library."""
+    """Compile with the target's database and transfers (unless ``untuned``), export, check the library.
+    ``measure_transfers``: time a few transferred schedules per kernel (here, or on the ``rpc`` board) and
+    keep the fastest, instead of the nearest source's best unmeasured."""
     onnx_path, proto = resolve_onnx(model, weights, batch)
     database, sources, label = (None, [], "untuned") if untuned else schedule_databases(spec, schedules, force)
-    compiled = compile_onnx(proto, spec, database, sources, cuda_graph=cuda_graph)
+    start = time.perf_counter()
+    compiled = compile_onnx(proto, spec, database, sources, cuda_graph=cuda_graph,
+                            measure=transfer_timer(spec, rpc) if measure_transfers else None)
     library = export(compiled.executable, output, spec)
     result = BuildResult(library, onnx_path, spec, label, compiled.coverage, tasks=compiled.tasks,
-                         cuda_graph=spec.is_gpu and cuda_graph)
+                         cuda_graph=spec.is_gpu and cuda_graph, compile_s=time.perf_counter() - start)
     if check and rpc is not None:
         from bench.runtimes import RemoteTvmRuntime
         from targets.rpc import request_session
@@ -116,6 +126,21 @@ def compile_to_library(
     return result
 
 
+def transfer_timer(spec: TargetSpec, rpc: tuple[str, str] | None):
+    """What times transferred schedules for ``compile --measure-transfers``: this machine when it runs the
+    target's code, else the board behind ``rpc``; a one-line error when neither can."""
+    from schedules.search.measure import RPCOptions, schedule_timer
+
+    if spec.is_gpu:
+        raise UserError("--measure-transfers applies to CPU targets (GPU kernels without records take DLight's rules)")
+    if rpc is not None:
+        return schedule_timer(spec, RPCOptions(*rpc))
+    if not spec.is_native:
+        raise UserError(f"--measure-transfers times schedules where they run: {spec.key} does not run here "
+                        "(give --rpc-tracker/--rpc-key)")
+    return schedule_timer(spec)
+
+
 def cached_build(model: str, spec: TargetSpec, library: Path, **options) -> BuildResult:
     """``compile_to_library`` into ``library``, unless it was built before: the name of a cached library
     holds everything that changes it (``bench.harness.library_path``), and a record beside it keeps what
@@ -126,10 +151,9 @@ def cached_build(model: str, spec: TargetSpec, library: Path, **options) -> Buil
         return BuildResult(library, Path(saved["onnx_path"]), spec, saved["schedules"], Coverage(**saved["coverage"]),
                            parity="not checked (cached)", cached=True, cuda_graph=saved["cuda_graph"])
     built = compile_to_library(model, spec, library, check=False, **options)
-    staged = record.with_name(f".{record.name}.tmp")
-    staged.write_text(json.dumps({"onnx_path": str(built.onnx_path), "schedules": built.schedules,
-                                  "coverage": dataclasses.asdict(built.coverage), "cuda_graph": built.cuda_graph}))
-    os.replace(staged, record)
+    write_text_atomically(record, json.dumps({"onnx_path": str(built.onnx_path), "schedules": built.schedules,
+                                              "coverage": dataclasses.asdict(built.coverage),
+                                              "cuda_graph": built.cuda_graph}))
     return built
 
 

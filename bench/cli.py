@@ -91,6 +91,7 @@ def _compile_parser(sub) -> None:
                     "schedule, else one transferred from a tuned kernel of its kind (any database of the same\n"
                     "architecture), else a parallel, vectorised default. Checks the library against ONNX Runtime.",
                     ["mnv2bench compile mobilenet_v2_1.0_224 -o mnv2.so",
+                     "mnv2bench compile model.onnx --measure-transfers -o model.so",
                      "mnv2bench compile model.onnx --target rpi4 -o model-rpi4.so"])
     p.add_argument("model", help="a registered model name or a path to an .onnx file")
     p.add_argument("-o", "--output", required=True, type=Path)
@@ -98,6 +99,9 @@ def _compile_parser(sub) -> None:
     _weights_option(p)
     _schedule_options(p)
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--measure-transfers", action="store_true",
+                   help="time several transferred schedules per untuned kernel where the library runs (here, or "
+                        "the --rpc-tracker board) and keep the fastest; a model of 34 kernels takes a few minutes")
     _batch_option(p)
     p.add_argument("--no-cuda-graph", action="store_true",
                    help="GPU: launch every kernel from the VM instead of replaying CUDA graphs")
@@ -128,6 +132,9 @@ def _tune_parser(sub) -> None:
     p.add_argument("--remeasure", type=int, default=None, metavar="K",
                    help="instead of tuning: time the K best records of every workload again here, keep only "
                         "those (what a shipped database holds)")
+    p.add_argument("--prune", type=int, default=None, metavar="K",
+                   help="instead of tuning: keep the K best records of every workload as they were timed (no "
+                        "re-timing: for a database whose records all come from this machine's runner)")
     _rpc_options(p)
     _schedule_options(p)
     p.set_defaults(func=cmd_tune)
@@ -309,7 +316,7 @@ def cmd_compile(args) -> int:
     report = compile_to_library(
         args.model, spec, args.output, weights=args.weights, schedules=args.schedules,
         force=args.force_schedules, check=not args.no_check, rpc=_rpc(args, spec),
-        cuda_graph=not args.no_cuda_graph, batch=args.batch,
+        cuda_graph=not args.no_cuda_graph, batch=args.batch, measure_transfers=args.measure_transfers,
     )
     print(report)
     return 0
@@ -322,7 +329,7 @@ def cmd_tune(args) -> int:
     from schedules.search.tune import SearchOptions, TuningMeasuredNothing, merge_tasks, tune
     from schedules.tasks import KINDS
 
-    if args.remeasure is not None:
+    if args.remeasure is not None or args.prune is not None:
         return _remeasure(args)
     if args.trials_per_task is None and args.trials is None:
         raise UserError("give a budget: --trials-per-task N and/or --trials N")
@@ -368,10 +375,13 @@ def _remeasure(args) -> int:
     from schedules.search.measure import RPCOptions
     from schedules.search.remeasure import remeasure
 
+    if args.remeasure is not None and args.prune is not None:
+        raise UserError("give --remeasure K (re-time, then keep K) or --prune K (keep K as timed), not both")
     spec = _spec(args)
     rpc = _rpc(args, spec)
-    summary = remeasure(spec, args.remeasure, root=args.schedules, rpc=rpc and RPCOptions(*rpc),
-                        force=args.force_schedules)
+    retime = args.prune is None
+    summary = remeasure(spec, args.remeasure if retime else args.prune, root=args.schedules,
+                        rpc=rpc and RPCOptions(*rpc), force=args.force_schedules, retime=retime)
     print(json.dumps(summary))
     return 0
 

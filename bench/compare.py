@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import re
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.errors import UserError
+from models.files import replace_atomically, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -550,18 +550,6 @@ def left_out_note(left_out: pd.DataFrame) -> str:
             "`mnv2bench compare --all-schedules` shows them.")
 
 
-def _replace_atomically(path: Path, write) -> Path:
-    """Write through a temporary sibling and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def plot_latency_vs_madds(df: pd.DataFrame, path: Path) -> Path:
     """Latency against multiply-adds: one panel per machine, one colour per runtime (the same in every
     panel), one marker per task, and the paper's Pixel 1 figures in grey, so each machine reads alone.
@@ -608,7 +596,7 @@ def plot_latency_vs_madds(df: pd.DataFrame, path: Path) -> Path:
             handles.setdefault(label, handle)
     order = sorted(handles, key=lambda label: (label.startswith("paper"), *_legend_rank(label, runtimes)))
     fig.legend([handles[label] for label in order], order, loc="outside right upper", fontsize="small")
-    return _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    return replace_atomically(path, lambda staged: fig.savefig(staged, format="png", dpi=110))
 
 
 def _legend_rank(label: str, runtimes: list[str]) -> tuple[int, int]:
@@ -679,7 +667,7 @@ def write_results_readme(df: pd.DataFrame, results_dir: Path, left_out: pd.DataF
         "",
         *machines,
     ])
-    return _replace_atomically(results_dir / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_text_atomically(results_dir / "README.md", text)
 
 
 def compare(

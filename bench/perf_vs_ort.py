@@ -1,7 +1,7 @@
 """Performance goal: tuned TVM against ONNX Runtime, same machine, same run, same threads.
 
     python bench/perf_vs_ort.py [--models headline|all|NAME,...|FILE.onnx,...] [--threads N] [--repeat 15]
-                                [--peers onnxruntime,openvino,executorch]
+                                [--peers onnxruntime,openvino,executorch] [--measure-transfers]
 
 For each model, the median latency of the tuned TVM library (TVM's own ``time_evaluator``) and of
 ONNX Runtime (default optimisations, a warm loop), measured in alternating blocks so that drift on a
@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--untuned", action="store_true", help="measure TVM without the schedules (baseline)")
     parser.add_argument("--no-cache", action="store_true", help="compile the libraries again (default: reuse the "
                         "cached ones built from the same model, target, schedules and TVM)")
+    parser.add_argument("--measure-transfers", action="store_true",
+                        help="compile as `mnv2bench compile --measure-transfers` does: time a few transferred "
+                             "schedules per untuned kernel and keep the fastest (compiles anew)")
     parser.add_argument("--schedules", type=Path, default=None,
                         help="schedules folder (default: the project's); e.g. an older checkout of it")
     parser.add_argument("--record", type=Path, default=None,
@@ -63,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     pin_threads(args.threads)  # before TVM's thread pool exists
 
     from bench.build import cached_build, compile_to_library
+    from bench.compare import peer_name
     from bench.harness import ATOL, RTOL, library_path
     from bench.runtimes import TvmRuntime, import_peer
-    from models.errors import UserError
     from models.export import assert_close, cache_dir, load_onnx, onnx_input_shape, onnxruntime_outputs, sample_input
     from models.registry import get_spec, resolve_names
     from targets.registry import resolve_target
@@ -87,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     ratios, best_ratios, rows, peer_notes = {}, {}, [], {}
     for name in names:
         is_file = name.endswith(".onnx")
-        library = (cache_dir() / "lib" / f"{Path(name).stem}-{spec.key}.so" if is_file
-                   else library_path(name, spec, args.untuned, None, args.schedules))
-        build = compile_to_library if args.no_cache or is_file else cached_build
+        if is_file or args.measure_transfers:  # compiled now, never from the cache
+            measured = "-measured" if args.measure_transfers else ""
+            library = cache_dir() / "lib" / f"{Path(name).stem}-{spec.key}{measured}.so"
+            build = partial(compile_to_library, measure_transfers=args.measure_transfers)
+        else:
+            library = library_path(name, spec, args.untuned, None, args.schedules)
+            build = compile_to_library if args.no_cache else cached_build
         built = build(name, spec, library, schedules=args.schedules, untuned=args.untuned)
+        if built.coverage.measured:
+            print(f"{name}: {built.coverage.measured} transferred schedules timed to choose "
+                  f"(compile took {built.compile_s:.0f} s)", flush=True)
         tvm_rt = TvmRuntime(built.library, "tvm", args.threads, str(spec.tvm_config()), built.schedules)
         x = sample_input(file_shapes[name] if is_file else get_spec(name).input_shape)
         try:
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"model": name, "tvm_ms": round(tvm_ms, 3), "ort_ms": None, "ratio": None}
         line = f"{name:32s} TVM {tvm_ms:8.2f} ms"
         for peer, ms in peer_ms.items():
-            line += f"  {LABELS[peer]} {ms:8.2f} ms"
+            line += f"  {peer_name(peer)} {ms:8.2f} ms"
             if peer != "onnxruntime":
                 row.update({f"{peer}_ms": round(ms, 3), f"tvm_over_{peer}": round(tvm_ms / ms, 3)})
                 row[peer] = peer_rts[peer].version
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             best_ratios[name] = tvm_ms / peer_ms[best]
             row.update(best_peer=best, best_peer_ms=round(peer_ms[best], 3))
             row["tvm_over_best_peer"] = round(best_ratios[name], 3)
-            line += f"  TVM/best {best_ratios[name]:5.2f} ({LABELS[best]})"
+            line += f"  TVM/best {best_ratios[name]:5.2f} ({peer_name(best)})"
         tuned = f"{built.coverage.summary()}, {built.schedules}"
         print(f"{line}  ({tuned})", flush=True)
         coverage = built.coverage
@@ -144,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 PEERS = ("onnxruntime", "openvino", "executorch")
-LABELS = {"onnxruntime": "ORT", "openvino": "OpenVINO", "executorch": "ExecuTorch"}
 
 
 def make_peers(peers: list[str], name: str, onnx_path: Path, x, threads: int) -> dict:
@@ -182,6 +192,7 @@ def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | N
     import tvm
 
     from bench.harness import hardware_name
+    from models.files import replace_atomically
     from schedules import database as db_files
     from schedules.search.budget import trials_done
 
@@ -197,9 +208,7 @@ def record(path: Path, rows: list[dict], spec, threads: int, schedules: Path | N
     )
     if path.exists():  # read and rewrite rather than append: a new column must not shift the old rows
         frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda staged: frame.to_csv(staged, index=False))
 
 
 # Both runtimes' thread pools spin-wait for a while after a run; on 2 cores the spinning threads of

@@ -141,9 +141,9 @@ def update_readme(readme: Path, block: str) -> bool:
     new = f"{head}\n{block.strip()}\n{tail}"
     if new == text:
         return False
-    from bench.compare import _replace_atomically
+    from models.files import write_text_atomically
 
-    _replace_atomically(readme, lambda tmp: tmp.write_text(new, encoding="utf-8"))
+    write_text_atomically(readme, new)
     return True
 
 

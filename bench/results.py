@@ -9,10 +9,10 @@ classification variants today, detection tomorrow) and stays standard pytest-ben
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from models.errors import UserError
+from models.files import write_text_atomically
 
 
 def _key(bench: dict) -> tuple[str, str, int]:
@@ -41,8 +41,4 @@ def merge_run(run_json: Path, results_dir: Path) -> Path:
         kept = [b for b in previous.get("benchmarks", []) if _key(b) not in fresh]
         merged = {**run, "benchmarks": kept + run["benchmarks"]}
     merged["benchmarks"].sort(key=_key)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, target)
-    return target
+    return write_text_atomically(target, json.dumps(merged, indent=2) + "\n")

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.errors import UserError
 from models.export import INPUT_NAME
+from models.files import write_bytes_atomically
 
 
 @dataclass
@@ -243,10 +244,7 @@ def _lower_to_xnnpack(net, x: np.ndarray, path: Path) -> None:
 
     program = torch.export.export(net.eval(), (torch.from_numpy(x),))
     buffer = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_bytes(buffer)
-    os.replace(staged, path)
+    write_bytes_atomically(path, buffer)
 
 
 class TorchCudaGraphRuntime(TorchRuntime):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from models.errors import UserError
+from models.files import write_bytes_atomically
 from models.registry import ModelSpec, create_model, get_spec
 
 INPUT_NAME = "input"
@@ -88,10 +89,7 @@ def export_model(
         _export_checked(model, spec, cached)
     if out is None:
         return cached
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_copy(cached, out)
-    return out
+    return write_bytes_atomically(out, cached.read_bytes())
 
 
 def _export_checked(model: nn.Module, spec: ModelSpec, path: Path) -> None:
@@ -106,12 +104,6 @@ def _export_checked(model: nn.Module, spec: ModelSpec, path: Path) -> None:
         onnx.checker.check_model(str(tmp_path), full_check=True)
         assert_close(onnxruntime_outputs(tmp_path, x), torch_outputs(model, x), f"{spec.name}: ONNX Runtime vs PyTorch")
         os.replace(tmp_path, path)
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.write_bytes(src.read_bytes())
-    os.replace(tmp, dst)
 
 
 def onnx_input_shape(model: onnx.ModelProto) -> tuple[int, ...]:

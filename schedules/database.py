@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from models.errors import UserError
+from models.files import write_text_atomically
 from targets.registry import TargetSpec, cpu_model
 
 WORKLOAD_FILE = "database_workload.json"
@@ -204,9 +205,7 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
         "tuning_minutes": round(sum(r.get("minutes", 0) for r in runs), 1),
         "pruned": dropped,
     }
-    tmp = folder / f".{METADATA_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, folder / METADATA_FILE)
+    write_text_atomically(folder / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def pruned_counts(folder: Path) -> dict[str, int]:
@@ -286,12 +285,9 @@ def _rewrite_lines(path: Path, rewrite) -> None:
     """Apply ``rewrite`` to every JSON line of a database file, replacing the file atomically."""
     if not path.exists():
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with path.open() as src, tmp.open("w") as dst:
-        for line in src:
-            if line.strip():
-                dst.write(json.dumps(rewrite(json.loads(line)), separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+    lines = path.read_text().splitlines()
+    write_text_atomically(path, "".join(json.dumps(rewrite(json.loads(line)), separators=(",", ":")) + "\n"
+                                        for line in lines if line.strip()))
 
 
 def compact_trace_json(value):

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tvm_ffi import structural_hash
 
+from models.files import write_text_atomically
 from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
 from schedules.pipeline.coverage import cover
@@ -34,7 +35,6 @@ def _cached_report(spec, names: list[str], root: Path | None) -> dict:
     models, TVM): extracting every model's kernels takes minutes, and nothing changes between two calls."""
     import hashlib
     import json
-    import os
 
     import tvm
 
@@ -45,10 +45,7 @@ def _cached_report(spec, names: list[str], root: Path | None) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     report = _target_report(spec, names, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(json.dumps(report))
-    os.replace(staged, path)
+    write_text_atomically(path, json.dumps(report))
     return report
 
 

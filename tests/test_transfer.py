@@ -120,3 +120,20 @@ def test_an_unusable_cost_model_is_ignored_with_one_line(tmp_path, host, damage)
     assert len(warnings) == 1  # no file at all is a cold start, not a warning
     save_cost_model(model, tmp_path, host)  # an untrained model is not written over the old file
     assert (tmp_path / MODEL_FILE).read_bytes() == b"\x1f\x8b not a model"
+
+
+@pytest.mark.slow
+def test_compile_can_time_transferred_schedules_to_choose(tuned, cli, tmp_path) -> None:
+    """``--measure-transfers`` times the transferred candidates where the library runs, keeps the fastest
+    and says so; the library still computes what ONNX Runtime does."""
+    built = cli("compile", TINY, "--mcpu", "x86-64-v3", "--measure-transfers", "-o", tmp_path / "v3.so",
+                "--schedules", tuned[0])
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "chosen by timing: " in built.stdout and "the fastest kept" in built.stdout, built.stdout
+    assert "parity with ONNX Runtime: ok" in built.stdout
+
+
+def test_measuring_transfers_needs_a_machine_that_runs_the_target(cli, tmp_path) -> None:
+    result = cli("compile", TINY, "--target", "rpi4", "--measure-transfers", "-o", tmp_path / "pi.so")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "does not run here" in result.stderr, result.stderr

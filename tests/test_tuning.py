@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import operator
 import shutil
@@ -172,14 +173,25 @@ def test_interrupted_run_leaves_a_valid_database_and_resumes(cli, host, tmp_path
         time.sleep(1)
     import os
 
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signal.SIGTERM)  # `kill` (or Ctrl-C): the run ends at the end of the batch, saved
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever worker outlived it
+    assert proc.returncode == 0 and "stopped by SIGTERM in task " in output, output[-2000:]
+    assert db_files.read_metadata(db_files.database_dir(host, root))["runs"][-1]["minutes"] > 0  # saved on the way out
     kept = db_files.repair_and_validate(record_file)
     assert kept >= 16
-    database = db_files.open_database(host, root)  # loads: nothing half-written remains
-    assert len(database.get_all_tuning_records()) == kept
     resumed = cli("tune", "--models", TINY, "--max-tasks", "1", "--trials-per-task", "16", "--schedules", str(root))
     assert resumed.returncode == 0 and "1 already tuned; 0 trials to run" in resumed.stdout, resumed.stdout
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(20)  # mid-batch
+    os.killpg(proc.pid, signal.SIGKILL)  # a hard crash: the records so far still load
+    proc.wait()
+    kept = db_files.repair_and_validate(record_file)
+    database = db_files.open_database(host, root)  # loads: nothing half-written remains
+    assert len(database.get_all_tuning_records()) == kept >= 16
 
 
 @pytest.mark.slow
@@ -269,6 +281,21 @@ def test_remeasure_keeps_the_best_records_retimed(tuned, cli, host, tmp_path) ->
     built = cli("compile", TINY, "-o", tmp_path / "lib.so", "--schedules", root)
     assert built.returncode == 0 and "parity with ONNX Runtime: ok" in built.stdout, built.stderr[-2000:]
     assert "schedules: " in built.stdout and " 2 tuned, " in built.stdout
+
+
+@pytest.mark.slow
+def test_prune_keeps_the_best_records_as_timed(tuned, cli, host, tmp_path) -> None:
+    root = copy_of_tuned_database(tuned, host, tmp_path / "pruned")
+    before = records(root, host)
+    result = cli("tune", "--prune", "1", "--schedules", root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = records(root, host)
+    assert json.loads(result.stdout.splitlines()[-1])["records_kept"] == len(after) == 2
+    assert {json.dumps(trace) for _, (trace, *_) in after} == best_traces(before, 1)
+    assert {tuple(secs) for _, (_, secs, *_) in after} <= {tuple(secs) for _, (_, secs, *_) in before}  # as timed
+    assert db_files.read_metadata(db_files.database_dir(host, root))["runs"][-1]["measured_on"].startswith("kept as")
+    both = cli("tune", "--prune", "1", "--remeasure", "1", "--schedules", root)
+    assert both.returncode == 2 and "not both" in both.stderr and "Traceback" not in both.stderr
 
 
 def test_remeasure_without_a_database_is_an_error(cli, tmp_path) -> None:

@@ -26,7 +26,8 @@ import tvm
 from tvm import relax
 
 from models.errors import UserError
-from schedules.pipeline.coverage import Coverage, cover
+from models.files import replace_atomically
+from schedules.pipeline.coverage import Coverage, Measure, cover
 from schedules.pipeline.layout import convert_layout
 from schedules.pipeline.rewrites import gather_rows_concat, pad_output_channels, separable_linear_resize
 from schedules.search.transfer import Source
@@ -110,17 +111,12 @@ def build(mod: tvm.IRModule, spec: TargetSpec, cuda_graph: bool = True) -> relax
 
 def export(executable: relax.VMExecutable, path: str | Path, spec: TargetSpec) -> Path:
     """Write a deployable shared library, linked by the target's cross compiler where it has one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.so")
+    fcompile = None
     if spec.cross_compiler:
         from tvm.support.cc import cross_compiler
 
-        executable.export_library(str(tmp), fcompile=cross_compiler(spec.cross_compiler))
-    else:
-        executable.export_library(str(tmp))
-    tmp.replace(path)
-    return path
+        fcompile = cross_compiler(spec.cross_compiler)
+    return replace_atomically(path, lambda staged: executable.export_library(str(staged), fcompile=fcompile))
 
 
 @dataclass
@@ -131,12 +127,13 @@ class CompiledModel:
 
 
 def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None, sources: list[Source] = (),
-                 cuda_graph: bool = True) -> CompiledModel:
+                 cuda_graph: bool = True, measure: Measure | None = None) -> CompiledModel:
     """The whole path: import, lower, cover every kernel (the database's records, else schedules
-    transferred from ``sources``, else a default), build (with CUDA graphs on GPUs unless told not to)."""
+    transferred from ``sources``, the fastest of a few if ``measure`` times them, else a default),
+    build (with CUDA graphs on GPUs unless told not to)."""
     lowered = lower(import_onnx(model), spec)
     tasks = extract_tasks(lowered, spec)
-    schedules, coverage = cover(tasks, spec, database, sources)
+    schedules, coverage = cover(tasks, spec, database, sources, measure=measure)
     executable = build(apply_schedules(lowered, spec, schedules), spec, cuda_graph)
     if spec.is_gpu:
         from targets.cuda import cuda_source

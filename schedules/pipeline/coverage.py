@@ -7,17 +7,23 @@ On CPUs a default is MetaSchedule's first design space for the kernel (parallel 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tvm.s_tir import meta_schedule as ms
 
 from schedules.search.budget import best_latency_s
 from schedules.search.fallback import default_schedule
-from schedules.search.transfer import Source, best_transfer, record_for
+from schedules.search.transfer import Candidate, Source, record_for, transfer_candidates
 from schedules.tasks import Task
 from targets.registry import TargetSpec
 
 NOT_MEASURED = [1.0]  # run_secs of a schedule chosen without measuring (one per kernel, in memory only)
+MEASURED_PER_KERNEL = 6  # transferred schedules timed per kernel when compile measures to choose
+
+# Times schedules on the target: ``measure(schedules) -> [run_secs, or None where one failed]``
+Measure = Callable[[list], list]
 
 
 @dataclass
@@ -28,6 +34,7 @@ class Coverage:
     transferred: dict[str, str] = field(default_factory=dict)  # task -> the database it came from
     default: list[str] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # task -> why source traces did not apply
+    measured: int = 0  # transferred schedules timed on the target to choose among them (0: chosen unmeasured)
 
     @property
     def total(self) -> int:
@@ -47,13 +54,15 @@ class Coverage:
 
 
 def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Source] = (),
-          with_defaults: bool = True) -> tuple[object, Coverage]:
+          with_defaults: bool = True, measure: Measure | None = None) -> tuple[object, Coverage]:
     """A database to compile with (the target's own records first, then one transferred or default
     schedule per kernel it lacks) and the coverage it gives. ``with_defaults=False`` only counts:
-    the kernels left to a default get no schedule (``mnv2bench schedules``)."""
+    the kernels left to a default get no schedule (``mnv2bench schedules``). With ``measure``, each
+    kernel's first transferred schedules are timed and the fastest is kept; without, the first one."""
     coverage = Coverage()
     extra = ms.database.MemoryDatabase()
     target = spec.tvm_target()
+    transfers: dict[str, tuple[Task, list[Candidate]]] = {}
     for task in tasks:
         if database is not None and best_latency_s(database, task.mod) is not None:
             coverage.tuned.append(task.name)
@@ -62,17 +71,42 @@ def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Sour
             coverage.default.append(task.name)
             continue
         skipped: list[str] = []
-        candidate = best_transfer(task, sources, target, skipped)
+        limit = MEASURED_PER_KERNEL if measure else 1
+        candidates = list(itertools.islice(transfer_candidates(task.mod, sources, target, skipped), limit))
         if skipped:
             coverage.skipped[task.name] = skipped
-        if candidate is not None:
-            record_for(extra, task, candidate.sch, target, NOT_MEASURED)
-            coverage.transferred[task.name] = candidate.source.database
+        if candidates:
+            transfers[task.name] = (task, candidates)
             continue
         fallback = default_schedule(task.mod, target) if with_defaults else None
         if fallback is not None:
             record_for(extra, task, fallback, target, NOT_MEASURED)
         coverage.default.append(task.name)
+    for name, (task, candidate, run_secs) in choose(transfers, measure, coverage).items():
+        record_for(extra, task, candidate.sch, target, run_secs)
+        coverage.transferred[name] = candidate.source.database
     if database is None:
         return extra, coverage
     return ms.database.OrderedUnionDatabase(database, extra), coverage
+
+
+def choose(transfers: dict[str, tuple[Task, list[Candidate]]], measure: Measure | None,
+           coverage: Coverage) -> dict[str, tuple[Task, Candidate, list[float]]]:
+    """Each kernel's transferred schedule: the fastest measured (all kernels' candidates timed in one
+    batch, so the builds run in parallel), else the first: the nearest source's fastest
+    record (speed carries over to a near shape far better than to a far one)."""
+    flat = [(name, candidate) for name, (_, candidates) in transfers.items() for candidate in candidates]
+    times = measure([candidate.sch for _, candidate in flat]) if measure and flat else [None] * len(flat)
+    coverage.measured = sum(1 for secs in times if secs)
+    timed: dict[str, list[tuple[float, Candidate, list[float]]]] = {}
+    for (name, candidate), secs in zip(flat, times):
+        if secs:
+            timed.setdefault(name, []).append((sum(secs) / len(secs), candidate, secs))
+    chosen = {}
+    for name, (task, candidates) in transfers.items():
+        if name in timed:
+            _, candidate, secs = min(timed[name], key=lambda entry: entry[0])
+            chosen[name] = (task, candidate, secs)
+        else:  # not measured, or none of its candidates ran
+            chosen[name] = (task, candidates[0], NOT_MEASURED)
+    return chosen

@@ -79,3 +79,19 @@ def measure_candidates(candidates, target, builder, runner) -> list[list[float] 
         if result.error_msg is None and result.run_secs:
             times[i] = [float(s) for s in result.run_secs]
     return times
+
+
+
+def time_schedules(schedules: list, target, builder, runner) -> list[list[float] | None]:
+    """Build and time whole-kernel schedules (``tvm.s_tir.Schedule``); None where one does not build or run."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from schedules.search.transfer import args_info
+
+    return measure_candidates([ms.MeasureCandidate(sch, args_info(sch)) for sch in schedules], target, builder, runner)
+
+
+def schedule_timer(spec: TargetSpec, rpc: RPCOptions | None = None):
+    """``time(schedules)``: ``time_schedules`` for ``spec``'s kernels here (or on a board), timed as tuning
+    times them; ``compile --measure-transfers`` chooses with it."""
+    return partial(time_schedules, target=spec.tvm_target(), builder=make_builder(spec), runner=make_runner(spec, rpc))

@@ -34,7 +34,7 @@ def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOpt
     """Keep the ``keep`` best records of every workload, re-timed (or, with ``retime=False``, as timed:
     for records all measured by today's runner); returns a summary."""
     if keep < 1:
-        raise UserError("--remeasure needs a positive number of records to keep per workload")
+        raise UserError("--remeasure and --prune need a positive number of records to keep per workload")
     database = db_files.open_database(spec, root, force=force)
     if database is None:
         raise UserError(f"nothing tuned for {spec.key} yet: no database in {db_files.database_dir(spec, root)}")
@@ -69,7 +69,8 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc, retime: bool 
     for record in database.get_all_tuning_records():
         by_workload[str(structural_hash(record.workload.mod))].append(record)
     kept, dropped = {}, {}
-    for key, records in tqdm(by_workload.items(), unit="workload", desc="re-timing", dynamic_ncols=True):
+    steps = tqdm(by_workload.items(), unit="workload", desc="re-timing" if retime else "pruning", dynamic_ncols=True)
+    for key, records in steps:
         best = database.get_top_k(records[0].workload, keep)
         times = (measure_candidates([r.as_measure_candidate() for r in best], target, builder, runner) if retime
                  else [list(r.run_secs) for r in best])

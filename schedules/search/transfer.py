@@ -250,14 +250,6 @@ def transfer_candidates(mod: tvm.IRModule, sources: list[Source], target: tvm.ta
                 yield Candidate(sch, source)
 
 
-def best_transfer(task: Task, sources: list[Source], target: tvm.target.Target,
-                  skipped: list[str] | None = None) -> Candidate | None:
-    """Without measuring: the fastest record of the nearest source that applies (a schedule's speed
-    carries over to a near shape far better than to a far one, whatever GFLOP/s the far one reached).
-    ``tune`` measures all the candidates instead."""
-    return next(transfer_candidates(task.mod, sources, target, skipped), None)
-
-
 def record_for(database, task: Task, sch: tvm.s_tir.Schedule, target: tvm.target.Target,
                run_secs: list[float]) -> None:
     """Commit ``sch`` as a record of the task's workload."""

@@ -11,8 +11,13 @@ database as it comes, so a run can be interrupted and re-run: it spends only the
 from __future__ import annotations
 
 import itertools
+import signal
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +29,10 @@ from tvm_ffi import structural_hash
 from schedules import database as db_files
 from schedules.search.budget import allocate_trials, best_latency_s, time_shares, trials_done, tuning_order
 from schedules.search.cost_model import load_cost_model, save_cost_model
-from schedules.search.measure import RPCOptions, make_builder, make_runner, measure_candidates, measured_on
+from schedules.search.measure import RPCOptions, make_builder, make_runner, measured_on, time_schedules
 from schedules.search.transfer import (
     MAX_CANDIDATES,
     Source,
-    args_info,
     record_for,
     source_of,
     transfer_candidates,
@@ -43,7 +47,45 @@ class TuningMeasuredNothing(RuntimeError):
 
 
 class _TimeUp(Exception):
-    """The run's time limit passed: stop after the batch just recorded."""
+    """The slice is over: stop after the batch just recorded."""
+
+
+@dataclass
+class Slice:
+    """When a run stops: past ``deadline`` (``--minutes``), or on the first SIGINT or SIGTERM (Ctrl-C,
+    ``kill``, ``timeout``), in both cases at the end of the batch being measured, so that the batch is
+    saved and the next run resumes after it. A second signal interrupts at once."""
+
+    deadline: float | None = None
+    signalled: str | None = None
+
+    def over(self) -> bool:
+        return self.signalled is not None or (self.deadline is not None and time.time() > self.deadline)
+
+    def reason(self, minutes: float | None) -> str:
+        return f"stopped by {self.signalled}" if self.signalled else f"time limit of {minutes:g} min reached"
+
+    @contextmanager
+    def stopping_on_signals(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM while the run lasts (a SIGINT the shell ignores, as in a background
+        job, stays ignored; outside the main thread nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum, frame) -> None:
+            if self.signalled:
+                raise KeyboardInterrupt
+            self.signalled = signal.Signals(signum).name
+            print(f"\n{self.signalled}: stopping at the end of this batch (again to stop now)", file=sys.stderr)
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(sig) is not signal.SIG_IGN}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @dataclass
@@ -131,9 +173,9 @@ def tune(
     bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
     measured = transferred = 0
     start = time.time()
-    deadline = start + minutes * 60 if minutes is not None else None
+    until = Slice(start + minutes * 60 if minutes is not None else None)
     stopped = None
-    try:
+    with until.stopping_on_signals(), _closing(bar, folder, spec, trials_per_task, models, start):
         for index, (entry, trials) in enumerate(todo, start=1):
             bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
             seeded = 0
@@ -143,24 +185,32 @@ def tune(
                 bar.update(seeded)
             if trials > seeded:
                 measured += _tune_one(spec, entry.task, trials - seeded, database, builder, runner, search, bar,
-                                      cost_model, deadline)
+                                      cost_model, until)
                 save_cost_model(cost_model, folder, spec)
             measured, transferred = measured + seeded, transferred + seeded
             sources += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
             bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
-            if deadline is not None and time.time() > deadline:
-                stopped = f"time limit of {minutes:g} min reached in task {index} of {len(todo)}; re-run to resume"
+            if until.over():
+                stopped = f"{until.reason(minutes)} in task {index} of {len(todo)}; re-run to resume"
                 break
-    finally:
-        bar.close()
-        db_files.repair_and_validate(folder / db_files.RECORD_FILE)  # a record torn by an interrupt
-        db_files.compact(folder)
-        db_files.write_metadata(folder, spec, trials_per_task or 0, models, new_run=False,
-                                minutes=(time.time() - start) / 60)
     if stopped:
         log(stopped)
     return {"tasks": len(tasks), "tuned_now": len(todo), "valid_trials": measured, "transferred_trials": transferred,
             "seconds": time.time() - start, "database": str(folder), "stopped": stopped}
+
+
+@contextmanager
+def _closing(bar, folder: Path, spec: TargetSpec, trials_per_task: int | None, models: list[str], start: float):
+    """However a run ends: close the bar, repair a record torn by an interrupt, compact the database and
+    add the run's minutes to the metadata."""
+    try:
+        yield
+    finally:
+        bar.close()
+        db_files.repair_and_validate(folder / db_files.RECORD_FILE)
+        db_files.compact(folder)
+        db_files.write_metadata(folder, spec, trials_per_task or 0, models, new_run=False,
+                                minutes=(time.time() - start) / 60)
 
 
 def _task_line(prefix: str, task: Task, trials: int, seeded: int, database) -> str:
@@ -176,12 +226,9 @@ def _task_line(prefix: str, task: Task, trials: int, seeded: int, database) -> s
 def _measure_transfers(spec, task: Task, limit: int, sources: list[Source], database, builder, runner) -> int:
     """Measure up to ``limit`` schedules transferred to ``task`` and keep them as its first records (the
     search then seeds its population from them); returns how many ran."""
-    from tvm.s_tir import meta_schedule as ms
-
     target = spec.tvm_target()
     candidates = list(itertools.islice(transfer_candidates(task.mod, sources, target), limit))
-    times = measure_candidates([ms.MeasureCandidate(c.sch, args_info(c.sch)) for c in candidates], target, builder,
-                               runner)
+    times = time_schedules([c.sch for c in candidates], target, builder, runner)
     for candidate, secs in zip(candidates, times):
         if secs:
             record_for(database, task, candidate.sch, target, secs)
@@ -189,12 +236,12 @@ def _measure_transfers(spec, task: Task, limit: int, sources: list[Source], data
 
 
 def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: SearchOptions, bar, cost_model,
-              deadline: float | None = None) -> int:
-    """Run MetaSchedule on one task (until ``deadline``, if given); returns how many candidates were
+              until: Slice | None = None) -> int:
+    """Run MetaSchedule on one task (until the slice is over, if given); returns how many candidates were
     measured successfully."""
     from tvm.s_tir import meta_schedule as ms
 
-    progress = _ProgressCallback(bar, deadline)
+    progress = _ProgressCallback(bar, until or Slice())
     context = ms.TuneContext(
         mod=task.mod,
         target=spec.tvm_target(),
@@ -235,12 +282,12 @@ def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: 
 @derived_object
 class _ProgressCallback(PyMeasureCallback):
     """Advances the progress bar, fails loudly when a whole batch measures nothing, and ends the search
-    after a batch past the deadline (the batch is in the database by then: the default callbacks run first)."""
+    after the batch in which the slice ended (it is in the database by then: the default callbacks run first)."""
 
-    def __init__(self, bar, deadline: float | None = None) -> None:
+    def __init__(self, bar, until: Slice) -> None:
         super().__init__()
         self.bar = bar
-        self.deadline = deadline
+        self.until = until
         self.valid = 0
         self.failure: str | None = None
         self.time_up = False
@@ -259,6 +306,6 @@ class _ProgressCallback(PyMeasureCallback):
                 f"({len(errors)} errors; first: {last_line[0] if last_line else 'unknown'})"
             )
             raise TuningMeasuredNothing(self.failure)
-        if self.deadline is not None and time.time() > self.deadline:
+        if self.until.over():
             self.time_up = True
             raise _TimeUp()
