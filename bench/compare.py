@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.errors import UserError
@@ -137,6 +138,16 @@ def _file_rows(path: Path) -> list[dict]:
     return [_row(path, doc, machine, bench) for bench in doc["benchmarks"]]
 
 
+def _percentile_s(extra: dict, stats: dict, percentile: int) -> float | None:
+    """The percentile the harness recorded; for files older than that, computed as the harness does from
+    the rounds pytest-benchmark stored (``stats.data``); None where neither is there."""
+    recorded = extra.get(f"latency_p{percentile}_s")
+    if recorded is not None:
+        return recorded
+    rounds = stats.get("data")
+    return float(np.percentile(rounds, percentile)) if rounds else None
+
+
 def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
     """Flatten one benchmark entry; seconds become milliseconds. A row's date is its own run's where the
     file records it (``extra_info["datetime"]``, see ``bench.results``), else the file's."""
@@ -155,7 +166,7 @@ def _row(path: Path, doc: dict, machine: dict, bench: dict) -> dict:
     paper = extra.get("paper") or {}
     shape = extra.get("input_shape") or [None]
     ms = {f"{k}_ms": _ms(stats.get(k)) for k in ("median", "mean", "stddev", "iqr")}
-    ms |= {f"{p}_ms": _ms(extra.get(f"latency_{p}_s")) for p in ("p90", "p99")}  # older files: None
+    ms |= {f"p{p}_ms": _ms(_percentile_s(extra, stats, p)) for p in (90, 99)}
     return {
         "file": path.name, "datetime": extra.get("datetime") or doc.get("datetime"), "hardware": hardware,
         "cpu_model": machine.get("cpu_model") or (machine.get("cpu") or {}).get("brand_raw"),

@@ -238,8 +238,9 @@ def write_results(path: Path, hardware: str, rows: list[dict], datetime: str = "
                  "params": 1, "madds": 1, "hardware": hardware, "schedules": row.get("schedules"),
                  **{k: row[k] for k in ("notes", "kernels", "datetime", "latency_p90_s", "peak_memory_mib", "batch",
                                         "library_cached") if k in row}}
+        stats = {"median": row["ms"] / 1e3, **({"data": row["data"]} if "data" in row else {})}
         benchmarks.append({"name": f"test_latency[{row['model']}-{row['runtime']}]", "extra_info": extra,
-                           "stats": {"median": row["ms"] / 1e3}})
+                           "stats": stats})
     path.write_text(json.dumps({"machine_info": {"hardware": hardware}, "benchmarks": benchmarks,
                                 "datetime": datetime}))
     return path
@@ -372,6 +373,13 @@ def test_percentiles_and_memory_as_the_tabulated_statistic(tmp_path):
     assert "peak memory" in report(memory) and "TVM needs less" in " ".join(report(memory).split())
     with pytest.raises(UserError, match="none of the selected results records the p99"):
         select(df, Selection(statistic="p99"))
+
+
+def test_percentiles_of_older_files_come_from_their_stored_rounds(tmp_path):
+    rounds = [i / 1e3 for i in range(1, 101)]  # 1 to 100 ms
+    path = write_results(tmp_path / "hw.json", "hw", [{"model": MNV2, "runtime": "tvm", "ms": 50.0, "data": rounds}])
+    row = load_results([path]).iloc[0]
+    assert row["p90_ms"] == pytest.approx(90.1) and row["p99_ms"] == pytest.approx(99.01)
 
 
 def test_batch_rows_are_rows_of_their_own(tmp_path):
