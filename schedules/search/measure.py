@@ -81,7 +81,6 @@ def measure_candidates(candidates, target, builder, runner) -> list[list[float] 
     return times
 
 
-
 def time_schedules(schedules: list, target, builder, runner) -> list[list[float] | None]:
     """Build and time whole-kernel schedules (``tvm.s_tir.Schedule``); None where one does not build or run."""
     from tvm.s_tir import meta_schedule as ms
