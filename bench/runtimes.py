@@ -333,6 +333,8 @@ class TvmRuntime(Runtime):
         return self._outputs(self._main(self._input(x)))
 
     def _outputs(self, out) -> list[np.ndarray]:
+        if self.device == "host":  # the VM's own buffers, not copies: as ONNX Runtime and PyTorch hand theirs out
+            return [np.from_dlpack(t) for t in _tensors(out)]
         return vm_outputs(out)
 
     def time_evaluator(self, x: np.ndarray, number: int, repeat: int) -> list[float]:
@@ -373,10 +375,12 @@ class RemoteTvmRuntime(TvmRuntime):
 
 
 def vm_outputs(out) -> list[np.ndarray]:
-    """A VM result (one tensor or a tuple of them) as a list of numpy arrays."""
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    return [o.numpy() for o in out]
+    """A VM result (one tensor or a tuple of them) as a list of numpy arrays, copied to the host."""
+    return [t.numpy() for t in _tensors(out)]
+
+
+def _tensors(out) -> list:
+    return [out] if hasattr(out, "numpy") else list(out)
 
 
 def pin_threads(threads: int) -> None:

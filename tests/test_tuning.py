@@ -201,6 +201,7 @@ def test_a_time_limit_ends_a_slice_cleanly_and_the_next_resumes(cli, host, tmp_p
     first = cli(*args, "--minutes", "0.001")  # past the limit after the first batch
     assert first.returncode == 0, first.stderr[-2000:]
     assert "time limit of 0.001 min reached in task 1 of 2; re-run to resume" in first.stdout
+    assert '"tuned_now": 1,' in first.stdout  # the tasks it reached, not the ones it planned
     kept = records(tmp_path, host)
     assert len(kept) == 8  # the first task's batch, recorded and compacted
     meta = db_files.read_metadata(db_files.database_dir(host, tmp_path))

@@ -36,6 +36,15 @@ def test_compile_command_writes_a_library_whose_main_takes_the_input_alone(cli, 
     out = vm["main"](tvm.runtime.tensor(x)).numpy()  # weights embedded: the input alone
     assert out.shape == (1, 1000)
 
+    # the harness's runtime hands out the VM's output buffers uncopied; a later run must not write into them
+    from bench.runtimes import TvmRuntime
+
+    runtime = TvmRuntime(lib, "tvm", 1, "llvm", "untuned")
+    first = runtime.run(x)[0]
+    assert not first.flags.owndata
+    runtime.run(sample_input(x.shape, seed=4))
+    np.testing.assert_array_equal(first, out)
+
 
 def test_compile_an_onnx_file(cli, tmp_path) -> None:
     onnx_path = tmp_path / "m.onnx"

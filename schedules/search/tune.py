@@ -171,7 +171,7 @@ def tune(
         f"{sum(n for _, n in todo)} trials to run -> {folder}")
     builder, runner = builder or make_builder(spec), make_runner(spec, rpc)
     bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
-    measured = transferred = 0
+    measured = transferred = reached = 0
     start = time.time()
     until = Slice(start + minutes * 60 if minutes is not None else None)
     stopped = None
@@ -190,12 +190,13 @@ def tune(
             measured, transferred = measured + seeded, transferred + seeded
             sources += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
             bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
+            reached = index
             if until.over():
                 stopped = f"{until.reason(minutes)} in task {index} of {len(todo)}; re-run to resume"
                 break
     if stopped:
         log(stopped)
-    return {"tasks": len(tasks), "tuned_now": len(todo), "valid_trials": measured, "transferred_trials": transferred,
+    return {"tasks": len(tasks), "tuned_now": reached, "valid_trials": measured, "transferred_trials": transferred,
             "seconds": time.time() - start, "database": str(folder), "stopped": stopped}
 
 
