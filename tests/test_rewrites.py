@@ -1,5 +1,6 @@
 """CPU graph rewrites keep the ONNX semantics (checked against ONNX Runtime): the separable bilinear
-resize and the padded output channels."""
+resize, the padded output channels, the gathered head rows and the dilated convolutions that skip the
+taps reading padding."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from schedules.pipeline.compile import import_onnx, lower
-from schedules.pipeline.rewrites import padded_channels
+from schedules.pipeline.rewrites import computed_share, padded_channels, tap_intervals
 from targets.registry import resolve_target
 
 
@@ -70,3 +71,38 @@ def test_head_rows_are_gathered_without_per_element_index_arithmetic(k: int, mat
     lowered = lower(import_onnx(model), resolve_target("host")).script()
     assert "gather_rows" in lowered and "concatenate" not in lowered
     matches_onnxruntime(model, (1, 8, 5, 5))
+
+
+def test_tap_intervals_of_an_aspp_convolution() -> None:
+    # DeepLab's dilation-36 ASPP branch on a 65-wide map: the outer taps read padding for most outputs
+    intervals = tap_intervals(size=65, taps=3, dilation=36, pad_before=36, out_size=65)
+    assert intervals == [(0, 29, 1, 2), (29, 36, 1, 1), (36, 65, 0, 1)]
+    assert computed_share(intervals, 3, 65) == (29 * 2 + 7 + 29 * 2) / (65 * 3)
+    assert computed_share(tap_intervals(65, 3, 2, 2, 65), 3, 65) > 0.95  # the backbone's dilation 2: left alone
+    assert tap_intervals(size=2, taps=3, dilation=1, pad_before=5, out_size=10) is None  # outputs of padding alone
+
+
+def dilated_conv_model(dilation: int, pads: list[int]) -> onnx.ModelProto:
+    """A 3 x 3 convolution 6 -> 16 with bias and ReLU on a 13 x 11 map."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((16, 6, 3, 3)).astype("float32"), "w"),
+               numpy_helper.from_array(rng.standard_normal(16).astype("float32"), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["conv"], dilations=[dilation, dilation], pads=pads),
+             helper.make_node("Relu", ["conv"], ["y"])]
+    out_hw = [13 + pads[0] + pads[2] - 2 * dilation, 11 + pads[1] + pads[3] - 2 * dilation]
+    graph = helper.make_graph(nodes, "dilated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 13, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, *out_hw])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("dilation", "pads"), [(6, [6, 6, 6, 6]), (4, [4, 4, 4, 4]), (5, [3, 5, 6, 2])])
+def test_dilated_convolution_skips_padding_taps(dilation: int, pads: list[int], matches_onnxruntime) -> None:
+    model = dilated_conv_model(dilation, pads)
+    kernels = [g.name_hint for g in lower(import_onnx(model), resolve_target("host")).functions]
+    assert sum(k.startswith("fused_conv2d") for k in kernels) > 1  # the regions ...
+    assert any("concatenate" in k for k in kernels)  # ... joined
+    assert not any("concatenate" in k and ("add" in k or "relu" in k) for k in kernels)  # bias and ReLU per region
+    matches_onnxruntime(model, (1, 6, 13, 11), atol=1e-4)

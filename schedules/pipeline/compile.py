@@ -29,7 +29,12 @@ from models.errors import UserError
 from models.files import replace_atomically
 from schedules.pipeline.coverage import Coverage, Measure, cover
 from schedules.pipeline.layout import convert_layout
-from schedules.pipeline.rewrites import gather_rows_concat, pad_output_channels, separable_linear_resize
+from schedules.pipeline.rewrites import (
+    gather_rows_concat,
+    pad_output_channels,
+    separable_linear_resize,
+    skip_padding_taps,
+)
 from schedules.search.transfer import Source
 from schedules.tasks import Task, extract_tasks
 from targets.registry import TargetSpec
@@ -55,7 +60,8 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
 
 def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
     """Convert the layout, legalise and fuse: every PrimFunc of the result is one tuning task."""
-    cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, pad_output_channels, gather_rows_concat]
+    cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, skip_padding_taps, pad_output_channels,
+                                           gather_rows_concat]
     passes = [
         convert_layout(spec),
         *cpu_rewrites,
