@@ -292,7 +292,7 @@ class _SkipPaddingTaps(PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
         self.grids: list[tuple[relax.Var, list[list[relax.Var]]]] = []  # each split's result and its tiles
-        self.slices: list[tuple[tuple, relax.Var]] = []  # the input slices emitted so far
+        self.slices: list[tuple[relax.Expr, tuple, relax.Var]] = []  # input slices emitted: (data, bounds, slice)
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -321,18 +321,18 @@ class _SkipPaddingTaps(PyExprMutator):
         return None
 
     def _region(self, call, rows, cols):
-        """The convolution of one rectangle: the input it reads (one slice per rectangle of inputs), the
-        taps that read it, no padding."""
+        """The convolution of one rectangle: the input slice it reads (shared by the rectangles that read
+        the same one), the taps that read it, no padding."""
         data, weight = call.args
         attrs = call.attrs
         pads, dilation = [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]
         begins = [start - pads[axis] + first * dilation[axis] for axis, (start, _, first, _) in enumerate((rows, cols))]
         ends = [end - pads[axis] + last * dilation[axis] for axis, (_, end, _, last) in enumerate((rows, cols))]
-        key = (data, *begins, *ends)
-        piece = next((v for k, v in self.slices if k[0].same_as(data) and k[1:] == key[1:]), None)
+        bounds = (*begins, *ends)
+        piece = next((v for d, b, v in self.slices if d.same_as(data) and b == bounds), None)
         if piece is None:
             piece = self.builder_.emit(relax.op.strided_slice(data, axes=[1, 2], begin=begins, end=ends))
-            self.slices.append((key, piece))
+            self.slices.append((data, bounds, piece))
         kernel = relax.op.strided_slice(weight, axes=[1, 2], begin=[rows[2], cols[2]],
                                         end=[rows[3] + 1, cols[3] + 1])
         one_tap = [first == last for _, _, first, last in (rows, cols)]
