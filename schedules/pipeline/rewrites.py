@@ -26,9 +26,8 @@ materialised, 0.05 ms on one thread). The rewrite computes the source position o
 
 ``skip_padding_taps``: DeepLab's ASPP convolutions are 3 x 3 with dilation 12, 24 and 36 (at output stride
 8) on a 65 x 65 map, padded by as much. Near the borders most of their taps read padding: at dilation 36
-three fifths of the multiply-adds are by zero, and the generic kernel does them all (the three took
-66 ms of the model's 146 on 2 cores, against 42 for ONNX Runtime, whose NCHWc kernels skip the taps
-outside the image). Along each axis the outputs fall into a few intervals, each of which reads real input
+three fifths of the multiply-adds are by zero, and the generic kernel does them all (ONNX Runtime's NCHWc
+kernels skip the taps outside the image). Along each axis the outputs fall into a few intervals, each of which reads real input
 through a fixed range of taps; the rewrite computes each rectangle of the grid as an unpadded
 convolution with only those taps, on the slice of the input they read, and concatenates the rectangles.
 The same sums without the zeros; applied where it saves at least a fifth of the work.
