@@ -1,6 +1,6 @@
 """CPU graph rewrites keep the ONNX semantics (checked against ONNX Runtime): the separable bilinear
-resize, the padded output channels, the gathered head rows and the dilated convolutions that skip the
-taps reading padding."""
+resize, the padded output channels, the gathered head rows, the dilated convolutions that skip the
+taps reading padding and the stitched concatenations that join them."""
 
 from __future__ import annotations
 
@@ -103,6 +103,33 @@ def test_dilated_convolution_skips_padding_taps(dilation: int, pads: list[int], 
     model = dilated_conv_model(dilation, pads)
     kernels = [g.name_hint for g in lower(import_onnx(model), resolve_target("host")).functions]
     assert sum(k.startswith("fused_conv2d") for k in kernels) > 1  # the regions ...
-    assert any("concatenate" in k for k in kernels)  # ... joined
-    assert not any("concatenate" in k and ("add" in k or "relu" in k) for k in kernels)  # bias and ReLU per region
+    assert any("stitch" in k for k in kernels) and not any("concatenate" in k for k in kernels)  # ... joined
+    assert not any("stitch" in k and ("add" in k or "relu" in k) for k in kernels)  # bias and ReLU per region
+    matches_onnxruntime(model, (1, 6, 13, 11), atol=1e-4)
+
+
+def aspp_model() -> onnx.ModelProto:
+    """DeepLab's ASPP in small: a 1 x 1 branch and 3 x 3 branches of dilation 3 and 5 (6 -> 8 channels
+    each, ReLU) on a 13 x 11 map, concatenated along the channels."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights, nodes, branches = [], [], []
+    for i, (size, dilation) in enumerate([(1, 1), (3, 3), (3, 5)]):
+        weights.append(numpy_helper.from_array(rng.standard_normal((8, 6, size, size)).astype("float32"), f"w{i}"))
+        pad = dilation * (size // 2)
+        nodes += [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], dilations=[dilation] * 2, pads=[pad] * 4),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        branches.append(f"r{i}")
+    nodes.append(helper.make_node("Concat", branches, ["y"], axis=1))
+    graph = helper.make_graph(nodes, "aspp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 13, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 13, 11])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_aspp_branches_and_their_regions_are_stitched_in_one_kernel(matches_onnxruntime) -> None:
+    model = aspp_model()
+    kernels = [g.name_hint for g in lower(import_onnx(model), resolve_target("host")).functions]
+    assert sum("stitch" in k for k in kernels) == 1 and not any("concatenate" in k for k in kernels)
     matches_onnxruntime(model, (1, 6, 13, 11), atol=1e-4)

@@ -34,6 +34,7 @@ from schedules.pipeline.rewrites import (
     pad_output_channels,
     separable_linear_resize,
     skip_padding_taps,
+    stitch_concat_trees,
 )
 from schedules.search.transfer import Source
 from schedules.tasks import Task, extract_tasks
@@ -60,8 +61,8 @@ def import_onnx(model: onnx.ModelProto, input_shape: tuple[int, ...] | None = No
 
 def lower(mod: tvm.IRModule, spec: TargetSpec) -> tvm.IRModule:
     """Convert the layout, legalise and fuse: every PrimFunc of the result is one tuning task."""
-    cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, skip_padding_taps, pad_output_channels,
-                                           gather_rows_concat]
+    cpu_rewrites = [] if spec.is_gpu else [separable_linear_resize, skip_padding_taps, stitch_concat_trees,
+                                           pad_output_channels, gather_rows_concat]
     passes = [
         convert_layout(spec),
         *cpu_rewrites,

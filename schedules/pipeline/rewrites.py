@@ -31,9 +31,18 @@ kernels skip the taps outside the image). Along each axis the outputs fall into 
 through a fixed range of taps; the rewrite computes each rectangle of the grid as an unpadded
 convolution with only those taps, on the slice of the input they read, and concatenates the rectangles.
 The same sums without the zeros; applied where it saves at least a fifth of the work.
+
+``stitch_concat_trees``: the rectangles of those convolutions are joined by concatenations along the
+height and the width, and the ASPP joins its branches along the channels. Fused, such a tree becomes one
+kernel whose every element walks a chain of selects, and where the chain turns on the channel its
+vectorised loop is scalarised. The rewrite computes the whole tree as one ``stitch`` kernel of shape
+(N, H, W, C / g, g), with g the channel count all parts share: which part an element comes from is decided
+by its row, column and channel group, so each run of g channels is a plain copy.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tvm
@@ -364,3 +373,82 @@ def _padding_axes(call):
 @tvm.transform.module_pass(opt_level=0, name="SkipPaddingTaps")
 def skip_padding_taps(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(rewrite_functions(mod, _SkipPaddingTaps(mod)))
+
+
+def _extent(tree, parts, axis: int) -> int:
+    """The size along ``axis`` of a concatenation tree: a part's index, or ``(axis, subtrees)``."""
+    if isinstance(tree, int):
+        return int(parts[tree].shape[axis])
+    along, subtrees = tree
+    sizes = [_extent(subtree, parts, axis) for subtree in subtrees]
+    return sum(sizes) if along == axis else sizes[0]
+
+
+def stitch(*parts, tree, group: int):
+    """TE: the concatenation tree ``tree`` of 4-D ``parts`` as an (N, H, W, C / group, group) tensor. The
+    part is chosen by row, column and channel group, so the inner ``group`` channels copy without a select."""
+    from tvm import te
+
+    def element(node, n, at: list, j):  # at: (row, column, channel group)
+        if isinstance(node, int):
+            return parts[node][n, at[0], at[1], at[2] * group + j]
+        axis, subtrees = node
+        unit = group if axis == 3 else 1
+        ends = [int(e) for e in np.cumsum([_extent(s, parts, axis) // unit for s in subtrees])]
+        starts = [0, *ends[:-1]]
+
+        def shifted(subtree, start):
+            return element(subtree, n, [c - start if a == axis else c for a, c in zip((1, 2, 3), at)], j)
+
+        value = shifted(subtrees[-1], starts[-1])
+        for subtree, start, end in reversed(list(zip(subtrees[:-1], starts, ends))):
+            value = te.if_then_else(at[axis - 1] < end, shifted(subtree, start), value)
+        return value
+
+    batch, height, width, channels = (_extent(tree, parts, a) for a in range(4))
+    return te.compute((batch, height, width, channels // group, group),
+                      lambda n, h, w, s, j: element(tree, n, [h, w, s], j), name="stitch")
+
+
+@mutator
+class _StitchConcatTrees(PyExprMutator):
+    """A concatenation of concatenations of 4-D tensors (along rows, columns or channels) -> ``stitch``,
+    reshaped. A single concatenation is left to TOPI's kernel (and to the schedules tuned for it)."""
+
+    def __init__(self, mod: tvm.IRModule) -> None:
+        super().__init__(mod)
+        self.originals: dict[relax.Var, relax.Call] = {}  # each stitch's result -> the concatenation it replaced
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        shape = _static_shape(call)
+        if call.op != _CONCAT or shape is None or len(shape) != 4:
+            return call
+        parts: list[relax.Expr] = []
+        tree = self._tree(call, parts)
+        if isinstance(tree, int) or all(isinstance(subtree, int) for subtree in tree[1]):
+            return call
+        group = math.gcd(*(int(_static_shape(part)[3]) for part in parts))
+        stitched = self.builder_.emit(self.builder_.call_te(stitch, *parts, tree=tree, group=group,
+                                                            primfunc_name_hint="stitch"))
+        joined = self.builder_.emit(relax.op.reshape(stitched, shape))
+        self.originals[joined] = call
+        return joined
+
+    def _tree(self, expr, parts: list):
+        """The concatenation tree under ``expr``: ``(axis, subtrees)``, or the index of a part in ``parts``."""
+        call = expr
+        while isinstance(call, relax.Var):  # through aliases, to a binding or a stitch's concatenation
+            call = self.originals[call] if call in self.originals else self.lookup_binding(call)
+        fields = call.args[0] if isinstance(call, relax.Call) and call.op == _CONCAT else None
+        fields = self.lookup_binding(fields) if isinstance(fields, relax.Var) else fields
+        axis = int(call.attrs.axis) % 4 if fields is not None else 0
+        if not isinstance(fields, relax.Tuple) or axis == 0 or _static_shape(call) is None:
+            parts.append(expr)
+            return len(parts) - 1
+        return axis, tuple(self._tree(field, parts) for field in fields.fields)
+
+
+@tvm.transform.module_pass(opt_level=0, name="StitchConcatTrees")
+def stitch_concat_trees(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    return relax.transform.DeadCodeElimination()(rewrite_functions(mod, _StitchConcatTrees(mod)))
