@@ -428,7 +428,9 @@ class _StitchConcatTrees(PyExprMutator):
         tree = self._tree(call, parts)
         if isinstance(tree, int) or all(isinstance(subtree, int) for subtree in tree[1]):
             return call
-        group = math.gcd(*(int(_static_shape(part)[3]) for part in parts))
+        if any(_static_shape(part) is None for part in parts):
+            return call
+        group = math.gcd(*(_static_shape(part)[3] for part in parts))
         stitched = self.builder_.emit(self.builder_.call_te(stitch, *parts, tree=tree, group=group,
                                                             primfunc_name_hint="stitch"))
         joined = self.builder_.emit(relax.op.reshape(stitched, shape))
