@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import UserError
-from models.export import INPUT_NAME
 from models.files import write_bytes_atomically
 
 
@@ -71,7 +70,7 @@ class OnnxRuntime(Runtime):
         self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {INPUT_NAME: x})
+        return self.session.run(None, {self.session.get_inputs()[0].name: x})
 
 
 class TorchRuntime(Runtime):

@@ -70,7 +70,7 @@ def onnxruntime_outputs(path: Path, x: np.ndarray, threads: int = 0) -> list[np.
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {INPUT_NAME: x})
+    return session.run(None, {session.get_inputs()[0].name: x})  # files exported elsewhere name it freely
 
 
 def export_model(

@@ -53,3 +53,17 @@ def test_detection_export_has_both_heads(cache) -> None:
     shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in outputs]
     assert shapes == [[1, 2034, 4], [1, 2034, 91]]
     assert get_spec("ssdlite_mobilenet_v2_320").input_shape == (1, 3, 320, 320)
+
+
+def test_onnx_runtime_feeds_a_file_whose_input_has_another_name(tmp_path) -> None:
+    """Files exported elsewhere name their input freely ("x", "images"): the peer and the parity check
+    feed whatever the file declares instead of assuming our own name."""
+    from bench.runtimes import OnnxRuntime
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    path = tmp_path / "other.onnx"
+    torch.onnx.export(model, (torch.from_numpy(x),), str(path), dynamo=False, input_names=["x"], opset_version=17)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(onnxruntime_outputs(path, x)[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(OnnxRuntime(path, threads=1).run(x)[0], expected, rtol=1e-5, atol=1e-5)
