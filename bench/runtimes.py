@@ -68,9 +68,10 @@ class OnnxRuntime(Runtime):
             options.profile_file_prefix = str(profile_prefix)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name  # files exported elsewhere name it freely
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.session.get_inputs()[0].name: x})
+        return self.session.run(None, {self.input_name: x})
 
 
 class TorchRuntime(Runtime):
