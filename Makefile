@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench test board
+.PHONY: bench test board offline-bundle
 
 # The main job: benchmark the headline models (TVM with the shipped schedules, ONNX Runtime) on this
 # machine, merge the results into results/<hardware>.json and print the comparison table.
@@ -24,3 +24,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[peers]'
 	touch $@
+
+# TVM for a machine that reaches no package registry (a lent GPU box): .offline/, for its Python (PY).
+PY ?= 3.12
+offline-bundle: $(STAMP)
+	$(PYTHON) -m targets.offline pack --python $(PY) --out .offline
