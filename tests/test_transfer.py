@@ -12,7 +12,17 @@ from schedules import database as db_files
 from schedules.pipeline.compile import model_tasks
 from schedules.search.cost_model import INFO_FILE, MODEL_FILE, load_cost_model, save_cost_model
 from schedules.search.fallback import default_schedule
-from schedules.search.transfer import TransferSkipped, narrow, refactor, replay, sources_from, vector_lanes
+from schedules.search.transfer import (
+    Source,
+    TransferSkipped,
+    nearest_sources,
+    narrow,
+    refactor,
+    replay,
+    sources_from,
+    tune_context,
+    vector_lanes,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +65,53 @@ def test_vector_lanes_follow_the_target() -> None:
         return vector_lanes(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu}))
 
     assert lanes("znver3") == 8 and lanes("znver4") == 16 and lanes("x86-64-v3") == 8
+
+
+def classifier(bias: bool, width: int = 32):
+    """A classifier's kernel: ``matmul`` alone (the exports whose bias folded away) or with ``T_add``."""
+    import tvm
+    from tvm import te, topi
+
+    x, w = te.placeholder((1, 64), name="x"), te.placeholder((64, width), name="w")
+    k = te.reduce_axis((0, 64), name="k")
+    out = te.compute((1, width), lambda i, j: te.sum(x[i, k] * w[k, j], axis=k), name="matmul")
+    args = [x, w]
+    if bias:
+        args.append(te.placeholder((width,), name="bias"))
+        out = topi.add(out, args[-1])
+    return tvm.IRModule({"main": te.create_prim_func([*args, out])})
+
+
+def sampled_source(mod, target, seconds: float = 1e-3) -> Source:
+    """A source with one record: a schedule sampled from MetaSchedule's design space (none measured), its
+    trace simplified as a database stores it (a query for the matmul's consumers, which found none, dropped)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from schedules.search.transfer import args_info
+
+    (sch, *_) = tune_context(mod, target, seed=0).space_generator.generate_design_space(mod)
+    workload = ms.database.MemoryDatabase().commit_workload(mod)
+    trace = sch.trace.simplified(remove_postproc=True)
+    return Source(mod, (ms.database.TuningRecord(trace, workload, [seconds], target, args_info(sch)),), "test")
+
+
+def test_a_kernel_with_an_epilogue_borrows_when_nothing_matches_it_exactly(host) -> None:
+    import numpy as np
+    import tvm
+
+    target = host.tvm_target()
+    plain = sampled_source(classifier(bias=False, width=48), target)
+    with_bias = classifier(bias=True)
+    assert [s for _, s in nearest_sources(with_bias, [plain])] == [plain]
+    exact = sampled_source(classifier(bias=True, width=48), target)
+    assert [s for _, s in nearest_sources(with_bias, [plain, exact])] == [exact]  # an exact match comes first
+    assert nearest_sources(classifier(bias=False), [exact]) == []  # never the other way: the add would be lost
+
+    sch = replay(plain.records[0], with_bias, target, vector_lanes(target))
+    x, w, b = (np.random.default_rng(0).standard_normal(s).astype("float32") for s in ((1, 64), (64, 32), (32,)))
+    out = tvm.runtime.tensor(np.zeros((1, 32), "float32"))
+    tvm.compile(sch.mod, target=target)(*(tvm.runtime.tensor(a) for a in (x, w, b)), out)
+    np.testing.assert_allclose(out.numpy(), x @ w + b, rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -79,6 +79,15 @@ def structure(mod: tvm.IRModule) -> tuple:
     return tuple(blocks)
 
 
+ELEMENTWISE = re.compile(r"T_(add|subtract|multiply|divide|maximum|minimum|relu|cast)$")
+
+
+def extends(blocks: tuple, prefix: tuple) -> bool:
+    """``blocks`` are ``prefix`` followed by elementwise blocks only (TOPI names them ``T_add``, ...)."""
+    extra = blocks[len(prefix):]
+    return bool(extra) and blocks[: len(prefix)] == prefix and all(ELEMENTWISE.match(name) for name, _ in extra)
+
+
 def anchor_shape(mod: tvm.IRModule) -> tuple[int, ...]:
     """The extents of every buffer the anchor block touches: what the distance between shapes reads."""
     from tvm.s_tir.analysis import find_anchor_sblock
@@ -127,9 +136,13 @@ def transfer_sources(spec: TargetSpec, root: Path | None = None, database=None) 
 
 
 def nearest_sources(mod: tvm.IRModule, sources: list[Source], count: int = SOURCES_PER_TASK) -> list[tuple[float, Source]]:
-    """The tuned workloads of the same kind and structure as ``mod``, nearest shapes first."""
-    kind, shape, shape_of = classify(mod), anchor_shape(mod), structure(mod)
-    matching = [(distance(shape, s.shape), s) for s in sources if s.kind == kind and s.structure == shape_of]
+    """The tuned workloads of the same kind and structure as ``mod``, nearest shapes first. Failing those,
+    the ones whose blocks ``mod`` repeats and then follows with elementwise ones (a classifier with a bias
+    borrows from one without: the trace schedules the matmul, the bias add runs as a loop of its own)."""
+    kind, shape, blocks = classify(mod), anchor_shape(mod), structure(mod)
+    same = [s for s in sources if s.kind == kind and s.structure == blocks]
+    same = same or [s for s in sources if s.kind == kind and extends(blocks, s.structure)]
+    matching = [(distance(shape, s.shape), s) for s in same]
     matching = [(d, s) for d, s in matching if d < math.inf]
     return sorted(matching, key=lambda pair: (pair[0], pair[1].best_s))[:count]
 
