@@ -136,16 +136,17 @@ def open_database(spec: TargetSpec, root: Path | None = None, force: bool = Fals
 
 
 def same_architecture(spec: TargetSpec, root: Path | None = None) -> list[str]:
-    """Keys of the databases a CPU target may draw transferred schedules from: its own first, then the
-    others of its triple (x86_64 from x86_64, aarch64 from aarch64), the largest first. Never refused as
-    foreign: a transferred schedule is replayed and postprocessed for this target, not reused as is."""
-    if spec.is_gpu:
-        return []
+    """Keys of the databases a target may draw transferred schedules from: its own first, then the others
+    of its architecture (x86_64 from x86_64, aarch64 from aarch64, sm_90 from sm_90), the largest first.
+    Never refused as foreign: a transferred schedule is replayed and postprocessed for this target, not
+    reused as is."""
     own = spec.key if (database_dir(spec, root) / METADATA_FILE).exists() else None
     others = []
     for key in known_keys(root):
         meta = read_metadata((root or schedules_root()) / key) or {}
-        if key != own and meta.get("target", {}).get("mtriple") == spec.triple:
+        target = meta.get("target", {})
+        alike = target.get("arch") == spec.arch if spec.is_gpu else target.get("mtriple") == spec.triple
+        if key != own and target.get("kind") == ("cuda" if spec.is_gpu else "llvm") and alike:
             others.append((-len(meta.get("models", [])), key))
     return ([own] if own else []) + [key for _, key in sorted(others)]
 

@@ -82,3 +82,40 @@ def test_torch_peer_on_the_gpu_is_device_timed() -> None:
     runtime.device_run(x)
     assert runtime.device_timed and runtime.device_clock() > 0.0
     assert next(model.parameters()).device.type == "cpu"  # the reference model stays on the CPU
+
+
+def test_a_gpu_database_is_what_its_libraries_are_built_from_and_named_by(tmp_path) -> None:
+    """A cuda-sm_90 database in the schedules folder: its records schedule their kernels (DLight the rest),
+    and its hash names the library, so a record added by the next GPU slice means a new build. The records
+    here are sampled and postprocessed, never measured (no GPU), in a folder of the test's own."""
+    from bench.build import schedule_databases
+    from schedules import database as db_files
+    from schedules.search.transfer import TransferSkipped, postprocess, record_for, tune_context
+
+    spec, model = resolve_target("h200"), onnx.load(str(export_model("mobilenet_v2_0.35_96")))
+    target = spec.tvm_target()
+    database = db_files.open_database(spec, tmp_path, create=True)
+    db_files.write_metadata(db_files.database_dir(spec, tmp_path), spec, 1, ["mobilenet_v2_0.35_96"])
+
+    def add_record(task) -> bool:
+        """A sample within the GPU's limits, as MetaSchedule keeps only those (VerifyGPUCode rejects most)."""
+        for seed in range(10):
+            (sch, *_) = tune_context(task.mod, target, seed=seed).space_generator.generate_design_space(task.mod)
+            try:
+                postprocess(sch, task.mod, target)
+            except TransferSkipped:
+                continue
+            record_for(database, task, sch, target, [1.0])
+            return True
+        return False
+
+    tasks = compile_onnx(model, spec).tasks
+    first = next(task for task in tasks if add_record(task))
+    _, _, label = schedule_databases(spec, tmp_path)
+    before = db_files.sources_hash(spec, tmp_path)
+    assert label == f"cuda-sm_90@{db_files.content_hash(tmp_path / 'cuda-sm_90')}" and before != "untuned"
+    compiled = compile_onnx(model, spec, database=database)
+    assert compiled.coverage.tuned == [first.name] and len(compiled.coverage.default) == len(tasks) - 1
+    cuda_source(compiled.executable)
+    assert any(add_record(task) for task in tasks if task is not first)
+    assert db_files.sources_hash(spec, tmp_path) != before

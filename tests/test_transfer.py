@@ -114,6 +114,20 @@ def test_a_kernel_with_an_epilogue_borrows_when_nothing_matches_it_exactly(host)
     np.testing.assert_allclose(out.numpy(), x @ w + b, rtol=1e-5)
 
 
+def test_gpu_kernels_transfer_with_cudas_rules_and_postprocessors() -> None:
+    """A CUDA trace replays on another shape and passes CUDA's postprocessors (thread limits verified), so
+    a GPU slice seeds the kernels it has not reached from those it has. Built here with no GPU."""
+    import tvm
+
+    from targets.cuda import cuda_source
+    from targets.registry import resolve_target
+
+    target = resolve_target("h200").tvm_target()
+    source = sampled_source(classifier(bias=False, width=48), target)
+    sch = replay(source.records[0], classifier(bias=False, width=32), target, vector_lanes(target))
+    assert "threadIdx" in cuda_source(tvm.compile(sch.mod, target=target))
+
+
 @pytest.mark.slow
 def test_a_trace_that_does_not_apply_is_skipped_with_a_reason(tuned, host) -> None:
     database = db_files.open_database(host, tuned[0])

@@ -223,15 +223,17 @@ def postprocess(sch: tvm.s_tir.Schedule, mod: tvm.IRModule, target: tvm.target.T
 
 
 def tune_context(mod: tvm.IRModule, target: tvm.target.Target, seed: int = -1) -> ms.TuneContext:
-    """A TuneContext with LLVM's generic schedule rules and postprocessors, made without importing TVM's
-    tensor intrinsics: ``TuneContext`` imports them all unconditionally (20-40 s: hundreds of TVMScript
-    functions parsed), and float32 kernels use none of them (the x86 defaults would ask for VNNI's)."""
+    """A TuneContext with the target's generic schedule rules and postprocessors (LLVM's or CUDA's), made
+    without importing TVM's tensor intrinsics: ``TuneContext`` imports them all unconditionally (20-40 s:
+    hundreds of TVMScript functions parsed), and float32 kernels use none of them (the x86 defaults would
+    ask for VNNI's)."""
     import sys
     import types
 
+    kind = "cuda" if target.kind.name == "cuda" else "llvm"
     space = ms.space_generator.PostOrderApply(
-        sch_rules=ms.schedule_rule.ScheduleRule.create("llvm"), postprocs=ms.postproc.Postproc.create("llvm"),
-        mutator_probs=ms.mutator.Mutator.create("llvm"))
+        sch_rules=ms.schedule_rule.ScheduleRule.create(kind), postprocs=ms.postproc.Postproc.create(kind),
+        mutator_probs=ms.mutator.Mutator.create(kind))
     name = "tvm.s_tir.tensor_intrin"
     stand_in = name not in sys.modules
     if stand_in:
