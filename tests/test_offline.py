@@ -5,6 +5,7 @@ its wheels for the GPU machine's Python, is packed by ``make offline-bundle``: a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ def test_a_bundle_installs_and_imports_from_where_it_was_unpacked(bundle, tmp_pa
 
 def test_a_damaged_upload_is_one_line(bundle, tmp_path, capsys) -> None:
     damaged = tmp_path / "damaged"
-    subprocess.run(["cp", "-r", str(bundle), str(damaged)], check=True)
+    shutil.copytree(bundle, damaged)
     first, *rest = sorted(damaged.glob(f"{offline.ARCHIVE}.*"))
     first.write_bytes(first.read_bytes()[:-100])
     assert offline.main(["install", str(damaged), str(tmp_path / "site")]) == 2
@@ -51,7 +52,7 @@ def test_a_damaged_upload_is_one_line(bundle, tmp_path, capsys) -> None:
 
 def test_a_bundle_for_another_python_is_refused(bundle, tmp_path, capsys) -> None:
     other = tmp_path / "other"
-    subprocess.run(["cp", "-r", str(bundle), str(other)], check=True)
+    shutil.copytree(bundle, other)
     manifest = json.loads((other / offline.MANIFEST).read_text())
     (other / offline.MANIFEST).write_text(json.dumps({**manifest, "python": "3.99"}))
     assert offline.main(["install", str(other), str(tmp_path / "site")]) == 2
