@@ -28,7 +28,6 @@ import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import BinaryIO
 
 ARCHIVE = "site.tar.xz"
 MANIFEST = "MANIFEST.json"
@@ -68,11 +67,10 @@ def pack(out: Path, python: str, part_mib: float = 48, preset: int = 6, distribu
         for wheel in sorted((staging / "wheels").glob("*.whl")):
             add_wheel(tar, wheel)
     shutil.rmtree(staging / "wheels")
-    with (staging / ARCHIVE).open("rb") as f:
-        digest = sha256(f)
+    data = (staging / ARCHIVE).read_bytes()
     manifest = {"python": python, "packages": [f"{distribution}=={metadata.version(distribution)}", *requirements],
-                "bytes": (staging / ARCHIVE).stat().st_size, "sha256": digest}
-    manifest["parts"] = split(staging / ARCHIVE, int(part_mib * 2**20))
+                "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest["parts"] = split(staging / ARCHIVE, data, int(part_mib * 2**20))
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)
@@ -101,13 +99,13 @@ def add_wheel(tar: tarfile.TarFile, wheel: Path) -> None:
                 tar.addfile(info, data)
 
 
-def split(path: Path, part_bytes: int) -> list[str]:
-    """Cut ``path`` into ``path.00``, ``path.01``, ... of at most ``part_bytes``; returns their names."""
+def split(path: Path, data: bytes, part_bytes: int) -> list[str]:
+    """Replace ``path`` (holding ``data``) by ``path.00``, ``path.01``, ... of at most ``part_bytes``;
+    returns their names."""
     names = []
-    with path.open("rb") as f:
-        for index, chunk in enumerate(iter(lambda: f.read(part_bytes), b"")):
-            names.append(f"{path.name}.{index:02d}")
-            (path.parent / names[-1]).write_bytes(chunk)
+    for index, start in enumerate(range(0, len(data), part_bytes)):
+        names.append(f"{path.name}.{index:02d}")
+        (path.parent / names[-1]).write_bytes(data[start:start + part_bytes])
     path.unlink()
     return names
 
@@ -138,25 +136,19 @@ def install(bundle: Path, into: Path) -> dict:
     missing = [str(part) for part in parts if not part.exists()]
     if missing:
         raise BundleError(f"{', '.join(missing)} missing: upload every part of the bundle")
+    digest = hashlib.sha256()
     with tempfile.TemporaryFile() as archive:
-        for part in parts:
-            with part.open("rb") as f:
-                shutil.copyfileobj(f, archive)
-        archive.seek(0)
-        if sha256(archive) != manifest["sha256"]:
+        for part in parts:  # joined and hashed in one pass
+            data = part.read_bytes()
+            digest.update(data)
+            archive.write(data)
+        if digest.hexdigest() != manifest["sha256"]:
             raise BundleError(f"{bundle}: the parts are not the ones that were packed (an upload cut short?)")
         archive.seek(0)
         into.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=archive, mode="r:xz") as tar:
             tar.extractall(into, filter="data")
     return manifest
-
-
-def sha256(f: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
