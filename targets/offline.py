@@ -59,7 +59,11 @@ def pack(out: Path, python: str, part_mib: float = 48, preset: int = 6, distribu
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "wheels").mkdir(parents=True)
     requirements = companions() if wheels is None else wheels
-    download_wheels(requirements, python, staging / "wheels")
+    try:
+        download_wheels(requirements, python, staging / "wheels")
+    except BundleError:
+        shutil.rmtree(staging)
+        raise
     with lzma.open(staging / ARCHIVE, "wb", format=lzma.FORMAT_XZ,
                    filters=[{"id": lzma.FILTER_X86}, {"id": lzma.FILTER_LZMA2, "preset": preset}]) as xz, \
             tarfile.open(fileobj=xz, mode="w") as tar:
@@ -119,7 +123,7 @@ def download_wheels(requirements: list[str], python: str, folder: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.startswith("ERROR")] or ["pip download failed"]
-        raise BundleError(f"{lines[0]} (for Python {python})")
+        raise BundleError(f"{lines[-1]} (for Python {python})")  # the last: the first may list yanked versions
 
 
 def install(bundle: Path, into: Path) -> dict:
