@@ -448,7 +448,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.compare import Selection, compare
+    from bench.compare import compare
+    from bench.selection import Selection
 
     selection = Selection(args.models, args.runtimes, args.machines, args.all_schedules, args.statistic)
     print(compare(args.files or None, fmt=args.format, plot=args.plot, selection=selection))

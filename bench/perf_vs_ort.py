@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     pin_threads(args.threads)  # before TVM's thread pool exists
 
     from bench.build import cached_build, compile_to_library
-    from bench.compare import peer_name
     from bench.harness import ATOL, RTOL, library_path
     from bench.runtimes import TvmRuntime, import_peer
+    from bench.tables import peer_name
     from models.export import assert_close, cache_dir, load_onnx, onnx_input_shape, onnxruntime_outputs, sample_input
     from models.registry import get_spec, resolve_names
     from targets.registry import resolve_target

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.compare import load_results
+from bench.measurements import load_results
 from bench.readme import peer_title
 
 #: short column names, so that four peers fit 100 columns; the legend below the table spells them out.

@@ -1,4 +1,4 @@
-"""``bench.compare`` on hand-made pytest-benchmark files: pure pandas, no TVM, fast."""
+"""``mnv2bench compare`` and the modules it uses on hand-made pytest-benchmark files: pure pandas, no TVM, fast."""
 
 from __future__ import annotations
 
@@ -8,25 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import (
-    RESULTS_DIR,
-    Selection,
-    column_label,
-    compare,
-    data_table,
-    kernel_counts,
-    latency_table,
-    load_results,
-    plot_latency_vs_madds,
-    ratio_table,
-    render,
-    report,
-    select,
-    task_tables,
-    tuned_share,
-    write_results_readme,
-)
+from bench.compare import RESULTS_DIR, compare, write_results_readme
+from bench.labels import column_label
+from bench.measurements import kernel_counts, load_results
+from bench.plot import plot_latency_vs_madds
+from bench.render import render, report
 from bench.results import merge_run
+from bench.selection import Selection, select
+from bench.tables import data_table, latency_table, ratio_table, task_tables, tuned_share
 from models.errors import UserError
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -57,7 +46,7 @@ def test_rows_and_emulated_dropped(two_machines, caplog):
     assert not df["emulated"].any()
     assert (df["median_ms"] < 500).all()  # the emulated one took 912 ms
     assert set(df["hardware"]) == {"x86_64-znver4-2c", "aarch64-cortex-a72-4c"}
-    with caplog.at_level(logging.WARNING, logger="bench.compare"):
+    with caplog.at_level(logging.WARNING, logger="bench.measurements"):
         load_results([X86])
     assert "1 emulated" in caplog.text
     row = df[(df.hardware == "x86_64-znver4-2c") & (df.model == MNV2) & (df.runtime == "tvm")].iloc[0]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import RESULTS_DIR, load_results
+from bench.compare import RESULTS_DIR
+from bench.measurements import load_results
 from bench.readme import BEGIN, END, results_block, update_readme
 from models.errors import UserError
 from models.registry import HEADLINE
