@@ -18,7 +18,7 @@ from models.registry import get_spec
 from schedules import database as db_files
 from schedules.pipeline.compile import compile_onnx, export
 from schedules.pipeline.coverage import Coverage
-from schedules.search.transfer import Source, transfer_sources
+from schedules.search.transfer import Sources, transfer_sources
 from targets.registry import TargetSpec, detect_gpu_arch
 
 
@@ -71,15 +71,15 @@ def resolve_onnx(model: str, weights: Path | None = None, batch: int = 1) -> tup
     return exported, onnx.load(str(exported))
 
 
-def schedule_databases(spec: TargetSpec, root: Path | None, force: bool = False) -> tuple[object, list[Source], str]:
-    """The target's own database (or None), the tuned workloads transfers may draw from (its own and
-    those of the other databases of its architecture), and a label that names them all."""
+def schedule_databases(spec: TargetSpec, root: Path | None, force: bool = False) -> tuple[object, Sources, str]:
+    """The target's own database (or None), the tuned workloads transfers may draw from (its own, those
+    of the other databases of its architecture, then another architecture's), and a label naming them all."""
     database = db_files.open_database(spec, root, force=force)
     sources = transfer_sources(spec, root, database)
     labels = [f"{key}@{db_files.content_hash((root or db_files.schedules_root()) / key)}"
-              for key in db_files.same_architecture(spec, root)]
+              for key in db_files.transfer_keys(spec, root)]
     if database is None and not labels:
-        return None, [], "untuned"
+        return None, Sources(), "untuned"
     own = labels.pop(0) if database is not None else None
     donors = f"transfers from {', '.join(labels)}" if labels else ""
     return database, sources, " + ".join(label for label in (own, donors) if label)
@@ -103,7 +103,7 @@ def compile_to_library(
     ``measure_transfers``: time a few transferred schedules per kernel (here, or on the ``rpc`` board) and
     keep the fastest, instead of the nearest source's best unmeasured."""
     onnx_path, proto = resolve_onnx(model, weights, batch)
-    database, sources, label = (None, [], "untuned") if untuned else schedule_databases(spec, schedules, force)
+    database, sources, label = (None, Sources(), "untuned") if untuned else schedule_databases(spec, schedules, force)
     start = time.perf_counter()
     compiled = compile_onnx(proto, spec, database, sources, cuda_graph=cuda_graph,
                             measure=transfer_timer(spec, rpc) if measure_transfers else None)

@@ -151,6 +151,27 @@ def same_architecture(spec: TargetSpec, root: Path | None = None) -> list[str]:
     return ([own] if own else []) + [key for _, key in sorted(others)]
 
 
+def other_architecture(spec: TargetSpec, root: Path | None = None) -> str | None:
+    """For a CPU whose kernels its own architecture's databases may not cover, the most-tuned database of
+    another CPU architecture (x86_64's for an aarch64 board): replayed with its register tiles narrowed to
+    the target's vectors, its schedules still beat default ones. None for a GPU, or if there is none."""
+    if spec.is_gpu:
+        return None
+    others = []
+    for key in known_keys(root):
+        meta = read_metadata((root or schedules_root()) / key) or {}
+        target = meta.get("target", {})
+        if target.get("kind") == "llvm" and target.get("mtriple") not in (None, spec.triple):
+            others.append((-float(meta.get("tuning_minutes", 0)), key))
+    return min(others)[1] if others else None
+
+
+def transfer_keys(spec: TargetSpec, root: Path | None = None) -> list[str]:
+    """Every database a library for ``spec`` may draw on: its architecture's, then another's (above)."""
+    donor = other_architecture(spec, root)
+    return same_architecture(spec, root) + ([donor] if donor else [])
+
+
 def open_by_key(key: str, root: Path | None = None):
     """A database by its folder name, whatever target it was tuned for (for transfer, never applied as is)."""
     return open_database(spec_from_metadata((root or schedules_root()) / key), root, force=True)
@@ -158,7 +179,7 @@ def open_by_key(key: str, root: Path | None = None):
 
 def sources_hash(spec: TargetSpec, root: Path | None = None) -> str:
     """One hash of every database a library for ``spec`` draws on (its own and its transfer sources)."""
-    hashes = [content_hash((root or schedules_root()) / key) for key in same_architecture(spec, root)]
+    hashes = [content_hash((root or schedules_root()) / key) for key in transfer_keys(spec, root)]
     return hashlib.sha256(" ".join(hashes).encode()).hexdigest()[:12] if hashes else "untuned"
 
 

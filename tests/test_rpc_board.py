@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from bench.results import merge_run
 from models.errors import UserError
@@ -48,12 +49,16 @@ def test_tune_over_the_tracker(tracker, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("model", ["mobilenet_v2_0.35_96", "ssdlite_mobilenet_v2_320", "deeplabv3_mobilenet_v2_os16"])
-def test_compile_and_check_on_the_board(tracker, tmp_path, model: str) -> None:
+def test_compile_and_check_on_the_board(tracker, tuned, tmp_path, model: str) -> None:
+    """The tiny model with schedules transferred from the host's x86 database (tiles narrowed to NEON's),
+    the others with default schedules: both compute on the board what ONNX Runtime computes here."""
     lib = tmp_path / f"{model}.so"
+    schedules = tuned[0] if model == TINY else tmp_path / "none"
     result = mnv2bench("compile", model, *TARGET, "-o", str(lib), "--rpc-tracker", tracker, "--rpc-key", KEY,
-                       "--schedules", str(tmp_path / "none"))
+                       "--schedules", str(schedules))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "parity with ONNX Runtime: ok" in result.stdout and f"on board '{KEY}'" in result.stdout
+    assert ("transferred (replayed from" in result.stdout) == (model == TINY), result.stdout
     assert lib.read_bytes()[:4] == b"\x7fELF" and lib.read_bytes()[18] == 183  # e_machine = EM_AARCH64
 
 

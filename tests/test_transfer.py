@@ -14,9 +14,10 @@ from schedules.search.cost_model import INFO_FILE, MODEL_FILE, load_cost_model, 
 from schedules.search.fallback import default_schedule
 from schedules.search.transfer import (
     Source,
+    Sources,
     TransferSkipped,
-    nearest_sources,
     narrow,
+    nearest_sources,
     refactor,
     replay,
     sources_from,
@@ -102,16 +103,40 @@ def test_a_kernel_with_an_epilogue_borrows_when_nothing_matches_it_exactly(host)
     target = host.tvm_target()
     plain = sampled_source(classifier(bias=False, width=48), target)
     with_bias = classifier(bias=True)
-    assert [s for _, s in nearest_sources(with_bias, [plain])] == [plain]
+    assert [s for _, s in nearest_sources(with_bias, Sources([plain]))] == [plain]
     exact = sampled_source(classifier(bias=True, width=48), target)
-    assert [s for _, s in nearest_sources(with_bias, [plain, exact])] == [exact]  # an exact match comes first
-    assert nearest_sources(classifier(bias=False), [exact]) == []  # never the other way: the add would be lost
+    assert [s for _, s in nearest_sources(with_bias, Sources([plain, exact]))] == [exact]  # exact matches first
+    assert nearest_sources(classifier(bias=False), Sources([exact])) == []  # never the other way: the add is lost
 
     sch = replay(plain.records[0], with_bias, target, vector_lanes(target))
     x, w, b = (np.random.default_rng(0).standard_normal(s).astype("float32") for s in ((1, 64), (64, 32), (32,)))
     out = tvm.runtime.tensor(np.zeros((1, 32), "float32"))
     tvm.compile(sch.mod, target=target)(*(tvm.runtime.tensor(a) for a in (x, w, b)), out)
     np.testing.assert_allclose(out.numpy(), x @ w + b, rtol=1e-5)
+
+
+class CountingSources(Sources):
+    """Sources whose foreign database is a list given here, counting how often it is opened."""
+
+    def __init__(self, native: list[Source], foreign: list[Source]):
+        super().__init__(native, "other-architecture")
+        self.opened, self._foreign = 0, foreign
+
+    @property
+    def foreign(self) -> list[Source]:
+        self.opened += 1
+        return self._foreign
+
+
+def test_another_architecture_lends_only_what_the_targets_own_cannot(host) -> None:
+    """An aarch64 board with a database of its own takes its schedules before an x86 database's, even at a
+    farther shape; the x86 one (opened only then) covers the kernels its own does not."""
+    target = host.tvm_target()
+    own, foreign = sampled_source(classifier(bias=False, width=96), target), sampled_source(classifier(False), target)
+    sources = CountingSources([own], [foreign])
+    assert [s for _, s in nearest_sources(classifier(bias=False), sources)] == [own]
+    assert sources.opened == 0
+    assert [s for _, s in nearest_sources(classifier(bias=True), CountingSources([], [foreign]))] == [foreign]
 
 
 def test_gpu_kernels_transfer_with_cudas_rules_and_postprocessors() -> None:
@@ -157,6 +182,16 @@ def test_a_cpu_without_a_database_draws_on_its_architectures(tuned, cli, host, t
     assert f"transfers from {host.key}@" in built.stdout and "0 tuned, " in built.stdout, built.stdout
     assert f"transferred (replayed from {host.key}):" in built.stdout
     assert "parity with ONNX Runtime: ok" in built.stdout
+
+
+@pytest.mark.slow
+def test_an_architecture_without_a_database_draws_on_anothers(tuned, cli, host, tmp_path) -> None:
+    """No aarch64 database: an aarch64 board's kernels replay the x86 host's records, their register tiles
+    narrowed to NEON's 4 lanes (the board check of the library: tests/test_rpc_board.py)."""
+    built = cli("compile", TINY, "--target", "rpi4", "-o", tmp_path / "rpi4.so", "--schedules", tuned[0])
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert f"transfers from {host.key}@" in built.stdout and "0 tuned, " in built.stdout, built.stdout
+    assert f"transferred (replayed from {host.key}):" in built.stdout
 
 
 @pytest.mark.slow

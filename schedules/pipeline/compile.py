@@ -36,7 +36,7 @@ from schedules.pipeline.rewrites import (
     skip_padding_taps,
     stitch_concat_trees,
 )
-from schedules.search.transfer import Source
+from schedules.search.transfer import Sources
 from schedules.tasks import Task, extract_tasks
 from targets.registry import TargetSpec
 
@@ -133,7 +133,7 @@ class CompiledModel:
     tasks: list[Task]  # one per distinct kernel
 
 
-def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None, sources: list[Source] = (),
+def compile_onnx(model: onnx.ModelProto, spec: TargetSpec, database=None, sources: Sources | None = None,
                  cuda_graph: bool = True, measure: Measure | None = None) -> CompiledModel:
     """The whole path: import, lower, cover every kernel (the database's records, else schedules
     transferred from ``sources``, the fastest of a few if ``measure`` times them, else a default),

@@ -15,7 +15,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from schedules.search.budget import best_latency_s
 from schedules.search.fallback import default_schedule
-from schedules.search.transfer import Candidate, Source, record_for, transfer_candidates
+from schedules.search.transfer import Candidate, Sources, record_for, transfer_candidates
 from schedules.tasks import Task
 from targets.registry import TargetSpec
 
@@ -53,12 +53,13 @@ class Coverage:
         return sorted(set(self.transferred.values()))
 
 
-def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: list[Source] = (),
+def cover(tasks: list[Task], spec: TargetSpec, database=None, sources: Sources | None = None,
           with_defaults: bool = True, measure: Measure | None = None) -> tuple[object, Coverage]:
     """A database to compile with (the target's own records first, then one transferred or default
     schedule per kernel it lacks) and the coverage it gives. ``with_defaults=False`` only counts:
     the kernels left to a default get no schedule (``mnv2bench schedules``). With ``measure``, each
     kernel's first transferred schedules are timed and the fastest is kept; without, the first one."""
+    sources = sources if sources is not None else Sources()
     coverage = Coverage()
     extra = ms.database.MemoryDatabase()
     target = spec.tvm_target()

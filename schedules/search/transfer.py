@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -127,24 +127,52 @@ def source_of(database, mod: tvm.IRModule, key: str) -> list[Source]:
     return [Source(mod, tuple(best), key)] if best else []
 
 
-def transfer_sources(spec: TargetSpec, root: Path | None = None, database=None) -> list[Source]:
-    """The tuned workloads a kernel for ``spec`` may borrow from: those of its own database (``database``,
-    if already open) and of every other database of its architecture."""
-    return [source for key in db_files.same_architecture(spec, root)
-            for source in sources_from(database if key == spec.key and database is not None
-                                       else db_files.open_by_key(key, root), key)]
+@dataclass
+class Sources:
+    """The tuned workloads a target's kernels may borrow from: its own architecture's (``native``, which a
+    tuning run extends as it goes) and, for a kernel none of those fits, those of the database named by
+    ``foreign_key``, another CPU architecture's, opened the first time one is needed (tens of seconds)."""
+
+    native: list[Source] = field(default_factory=list)
+    foreign_key: str | None = None
+    root: Path | None = None
+
+    @cached_property
+    def foreign(self) -> list[Source]:
+        if self.foreign_key is None:
+            return []
+        return sources_from(db_files.open_by_key(self.foreign_key, self.root), self.foreign_key)
+
+    def pools(self) -> Iterator[list[Source]]:
+        """The native sources, then (lazily) the foreign ones."""
+        yield self.native
+        if self.foreign_key:
+            yield self.foreign
 
 
-def nearest_sources(mod: tvm.IRModule, sources: list[Source], count: int = SOURCES_PER_TASK) -> list[tuple[float, Source]]:
+def transfer_sources(spec: TargetSpec, root: Path | None = None, database=None) -> Sources:
+    """What a kernel for ``spec`` may borrow from: the tuned workloads of its own database (``database``, if
+    already open) and of every other database of its architecture, then another architecture's."""
+    native = [source for key in db_files.same_architecture(spec, root)
+              for source in sources_from(database if key == spec.key and database is not None
+                                         else db_files.open_by_key(key, root), key)]
+    return Sources(native, db_files.other_architecture(spec, root), root)
+
+
+def nearest_sources(mod: tvm.IRModule, sources: Sources, count: int = SOURCES_PER_TASK) -> list[tuple[float, Source]]:
     """The tuned workloads of the same kind and structure as ``mod``, nearest shapes first. Failing those,
     the ones whose blocks ``mod`` repeats and then follows with elementwise ones (a classifier with a bias
-    borrows from one without: the trace schedules the matmul, the bias add runs as a loop of its own)."""
+    borrows from one without: the trace schedules the matmul, the bias add runs as a loop of its own).
+    Another architecture's sources only where none of the target's own fits."""
     kind, shape, blocks = classify(mod), anchor_shape(mod), structure(mod)
-    same = [s for s in sources if s.kind == kind and s.structure == blocks]
-    same = same or [s for s in sources if s.kind == kind and extends(blocks, s.structure)]
-    matching = [(distance(shape, s.shape), s) for s in same]
-    matching = [(d, s) for d, s in matching if d < math.inf]
-    return sorted(matching, key=lambda pair: (pair[0], pair[1].best_s))[:count]
+    for pool in sources.pools():
+        same = [s for s in pool if s.kind == kind and s.structure == blocks]
+        same = same or [s for s in pool if s.kind == kind and extends(blocks, s.structure)]
+        matching = [(distance(shape, s.shape), s) for s in same]
+        matching = [(d, s) for d, s in matching if d < math.inf]
+        if matching:
+            return sorted(matching, key=lambda pair: (pair[0], pair[1].best_s))[:count]
+    return []
 
 
 def vector_lanes(target: tvm.target.Target) -> int:
@@ -245,7 +273,7 @@ def tune_context(mod: tvm.IRModule, target: tvm.target.Target, seed: int = -1) -
             del sys.modules[name]
 
 
-def transfer_candidates(mod: tvm.IRModule, sources: list[Source], target: tvm.target.Target,
+def transfer_candidates(mod: tvm.IRModule, sources: Sources, target: tvm.target.Target,
                         skipped: list[str] | None = None) -> Iterator[Candidate]:
     """Replayed schedules of ``mod`` from the nearest sources' best records, nearest and fastest first
     (lazily: replaying costs a fraction of a second); each skipped trace adds its reason to ``skipped``."""

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,7 +32,7 @@ from schedules.search.cost_model import load_cost_model, save_cost_model
 from schedules.search.measure import RPCOptions, make_builder, make_runner, measured_on, time_schedules
 from schedules.search.transfer import (
     MAX_CANDIDATES,
-    Source,
+    Sources,
     record_for,
     source_of,
     transfer_candidates,
@@ -143,23 +143,23 @@ def tune(
     log=print,
     builder=None,
     transfer: bool = True,
-    sources: list[Source] | None = None,
+    sources: Sources | None = None,
     minutes: float | None = None,
 ) -> dict:
     """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run.
 
     With ``transfer``, a task without records first measures schedules transferred from ``sources``
-    (default: the tuned workloads of this database and the others of its architecture), to which every
-    task tuned in the run is added.
+    (default: the tuned workloads of this database and the others of its architecture, then another
+    architecture's), to which every task tuned in the run is added.
     With ``minutes``, the run stops at the first batch boundary past that time (a slice of a longer run:
     what it measured is kept, and the next run resumes from it)."""
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
     if not transfer:
-        sources = []
+        sources = Sources()
     elif sources is None:
         sources = transfer_sources(spec, root, database)
-    sources = list(sources)  # grows with every task tuned in this run
+    sources = replace(sources, native=list(sources.native))  # grows with every task tuned in this run
     cost_model = load_cost_model(folder, spec)
     db_files.write_metadata(folder, spec, trials_per_task or 0, models, measured_on=measured_on(spec, rpc))
     shares = time_shares(tasks, database)
@@ -188,7 +188,7 @@ def tune(
                                       cost_model, until)
                 save_cost_model(cost_model, folder, spec)
             measured, transferred = measured + seeded, transferred + seeded
-            sources += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
+            sources.native += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
             bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
             reached = index
             if until.over():
@@ -224,7 +224,7 @@ def _task_line(prefix: str, task: Task, trials: int, seeded: int, database) -> s
     return line
 
 
-def _measure_transfers(spec, task: Task, limit: int, sources: list[Source], database, builder, runner) -> int:
+def _measure_transfers(spec, task: Task, limit: int, sources: Sources, database, builder, runner) -> int:
     """Measure up to ``limit`` schedules transferred to ``task`` and keep them as its first records (the
     search then seeds its population from them); returns how many ran."""
     target = spec.tvm_target()
