@@ -17,6 +17,7 @@ import platform
 import shlex
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from models.errors import UserError
@@ -135,6 +136,13 @@ def open_database(spec: TargetSpec, root: Path | None = None, force: bool = Fals
         raise UserError(f"corrupt schedule database in {folder}: {str(exc).splitlines()[0]}") from None
 
 
+def _tuned_targets(root: Path | None = None) -> Iterator[tuple[str, dict, dict]]:
+    """Each database's key, metadata and target (as its metadata records it)."""
+    for key in known_keys(root):
+        meta = read_metadata((root or schedules_root()) / key) or {}
+        yield key, meta, meta.get("target", {})
+
+
 def same_architecture(spec: TargetSpec, root: Path | None = None) -> list[str]:
     """Keys of the databases a target may draw transferred schedules from: its own first, then the others
     of its architecture (x86_64 from x86_64, aarch64 from aarch64, sm_90 from sm_90), the largest first.
@@ -142,9 +150,7 @@ def same_architecture(spec: TargetSpec, root: Path | None = None) -> list[str]:
     reused as is."""
     own = spec.key if (database_dir(spec, root) / METADATA_FILE).exists() else None
     others = []
-    for key in known_keys(root):
-        meta = read_metadata((root or schedules_root()) / key) or {}
-        target = meta.get("target", {})
+    for key, meta, target in _tuned_targets(root):
         alike = target.get("arch") == spec.arch if spec.is_gpu else target.get("mtriple") == spec.triple
         if key != own and target.get("kind") == ("cuda" if spec.is_gpu else "llvm") and alike:
             others.append((-len(meta.get("models", [])), key))
@@ -157,12 +163,8 @@ def other_architecture(spec: TargetSpec, root: Path | None = None) -> str | None
     the target's vectors, its schedules still beat default ones. None for a GPU, or if there is none."""
     if spec.is_gpu:
         return None
-    others = []
-    for key in known_keys(root):
-        meta = read_metadata((root or schedules_root()) / key) or {}
-        target = meta.get("target", {})
-        if target.get("kind") == "llvm" and target.get("mtriple") not in (None, spec.triple):
-            others.append((-float(meta.get("tuning_minutes", 0)), key))
+    others = [(-float(meta.get("tuning_minutes", 0)), key) for key, meta, target in _tuned_targets(root)
+              if target.get("kind") == "llvm" and target.get("mtriple") not in (None, spec.triple)]
     return min(others)[1] if others else None
 
 

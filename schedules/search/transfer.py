@@ -146,8 +146,7 @@ class Sources:
     def pools(self) -> Iterator[list[Source]]:
         """The native sources, then (lazily) the foreign ones."""
         yield self.native
-        if self.foreign_key:
-            yield self.foreign
+        yield self.foreign
 
 
 def transfer_sources(spec: TargetSpec, root: Path | None = None, database=None) -> Sources:
