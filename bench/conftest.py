@@ -17,6 +17,8 @@ import pytest
 from bench.harness import RUNTIMES, Harness, Options, gpu_name, hardware_name
 from models.errors import UserError
 
+OPTIONS = pytest.StashKey[Options]()  # the run's options, parsed once in pytest_configure
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mnv2bench", "mnv2bench benchmark")
@@ -93,25 +95,25 @@ def _options(config: pytest.Config) -> Options:
 
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config.option, "models"):
-        config._mnv2bench_options = _options(config)
+        config.stash[OPTIONS] = _options(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if {"model", "runtime"} <= set(metafunc.fixturenames):
-        options: Options = metafunc.config._mnv2bench_options
+        options = metafunc.config.stash[OPTIONS]
         cases = [(m, r) for m in options.models for r in options.runtimes]
         metafunc.parametrize(("model", "runtime"), cases, ids=[f"{m}-{r}" for m, r in cases])
 
 
 @pytest.fixture(scope="session")
 def harness(request: pytest.FixtureRequest) -> Harness:
-    return Harness(request.config._mnv2bench_options)
+    return Harness(request.config.stash[OPTIONS])
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     from targets.registry import cpu_model
 
-    options: Options = config._mnv2bench_options
+    options = config.stash[OPTIONS]
     remote = options.rpc_tracker is not None
     machine_info.update(
         hardware=hardware_name(options.target, remote=remote, emulated=options.emulated),

@@ -1,9 +1,10 @@
 """NVIDIA GPUs: the device code inside a compiled library, and nvcc to check it for an architecture.
 
-The TVM 0.27 wheel has no CUDA runtime: a library built for ``cuda`` holds CUDA C source that the GPU
-machine compiles at load time. A build that lacks device schedules can also "succeed" with every kernel
-on the host; ``cuda_source`` refuses such a library, and ``compile_cubin`` proves (with no GPU) that the
-source compiles for the target's architecture.
+Where TVM's CUDA runtime cannot load (no driver: CI, the build machines), a library built for ``cuda``
+holds CUDA C source, compiled when a GPU machine loads it; on a GPU machine the build itself compiles it
+(NVRTC, through ``tvm_callback_cuda_compile``). A build that lacks device schedules can also "succeed"
+with every kernel on the host; ``cuda_source`` refuses such a library, and ``compile_cubin`` proves
+(with no GPU) that the source compiles for the target's architecture.
 """
 
 from __future__ import annotations
