@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.measurements import load_results
 from bench.readme import peer_title
+from bench.tables import kernel_share
 
 #: short column names, so that four peers fit 100 columns; the legend below the table spells them out.
 SHORT = {"onnxruntime": "ORT", "openvino": "OV", "executorch": "ET", "torch": "torch", "torch-cudagraph": "torch+g"}
@@ -42,7 +43,7 @@ def _model_row(model: str, rows: pd.DataFrame) -> dict:
     tvm = rows[rows["runtime"] == "tvm"]
     if not tvm.empty:
         row["TVM"] = f"{tvm['median_ms'].iloc[0]:.2f}"
-        row["kernels"] = _kernels(*tvm[["tuned", "transferred", "tasks"]].iloc[0])
+        row["kernels"] = kernel_share(*tvm[["tuned", "transferred", "tasks"]].iloc[0]) or None
     peers = {r: ms for r, ms in medians.items() if not r.startswith("tvm")}
     row |= {SHORT.get(r, r): f"{ms:.2f}" for r, ms in peers.items()}
     if "tvm" in medians and peers:
@@ -54,13 +55,6 @@ def _model_row(model: str, rows: pd.DataFrame) -> dict:
 def _render(table: pd.DataFrame) -> str:
     align = ("left",) + ("right",) * len(table.columns)
     return table.to_markdown(tablefmt="simple", colalign=align, disable_numparse=True)
-
-
-def _kernels(tuned, transferred, tasks) -> str | None:
-    """``"30+8/38"``: tuned + transferred of all kernels; None where the result does not say."""
-    if pd.isna(tasks):
-        return None
-    return f"{int(tuned)}+{0 if pd.isna(transferred) else int(transferred)}/{int(tasks)}"
 
 
 def _library_line(df: pd.DataFrame) -> str:

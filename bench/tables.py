@@ -34,6 +34,13 @@ def tuned_share(tuned, transferred, tasks) -> str:
     return f"tuned {int(tuned)}/{int(tasks)}"
 
 
+def kernel_share(tuned, transferred, tasks) -> str:
+    """``"30+8/38"``: tuned + transferred of all kernels, the compact form of ``tuned_share``; "" if unknown."""
+    if tasks is None or pd.isna(tasks):
+        return ""
+    return f"{int(tuned)}+{0 if transferred is None or pd.isna(transferred) else int(transferred)}/{int(tasks)}"
+
+
 def model_order(df: pd.DataFrame) -> list[str]:
     """Classification by width then resolution (both descending, as the paper lists them), then detection,
     then segmentation; anything else in order of first appearance."""
@@ -106,9 +113,10 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     return _by_model(df, "value", label_order(df))
 
 
-def tuned_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Models × TVM columns: how much of each TVM measurement was tuned ("tuned 34/34"; "" if unknown)."""
-    shares = df.assign(share=[tuned_share(*r) for r in df[["tuned", "transferred", "tasks"]].itertuples(index=False)])
+def tuned_table(df: pd.DataFrame, share=tuned_share) -> pd.DataFrame:
+    """Models × TVM columns: how much of each TVM measurement was tuned (``share``'s form: "tuned 34/34";
+    "" if unknown)."""
+    shares = df.assign(share=[share(*r) for r in df[["tuned", "transferred", "tasks"]].itertuples(index=False)])
     tvm = set(df.loc[df["runtime"].astype(str).str.startswith("tvm"), "label"])
     return _by_model(shares, "share", [label for label in label_order(df) if label in tvm]).fillna("")
 

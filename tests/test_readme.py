@@ -8,7 +8,7 @@ import pytest
 
 from bench.compare import RESULTS_DIR
 from bench.measurements import load_results
-from bench.readme import BEGIN, END, results_block, update_readme
+from bench.readme import BEGIN, END, RATIO_COLUMN, results_block, update_readme
 from models.errors import UserError
 from models.registry import HEADLINE
 
@@ -46,8 +46,12 @@ def test_results_block_of_the_committed_results_names_each_headline_model():
     block = results_block(df)
     for model in HEADLINE:
         assert f"| {model} |" in block
-    assert "TVM / fastest peer (lower = TVM faster)" in block
+    assert RATIO_COLUMN in block
     assert "results/README.md" in block
+    rows = [line.split(" | ") for line in block.splitlines() if line.startswith("| ") and "---" not in line][1:]
     for machine in df["hardware"].unique():
-        assert f"**{machine}**" in block
+        assert f"- **{machine}**" in block  # the line that says what it is and where its figures come from
+        assert any(row[1] == machine for row in rows)
+    order = list(HEADLINE)
+    assert [order.index(row[0][2:]) for row in rows] == sorted(order.index(row[0][2:]) for row in rows)
     assert BEGIN not in block and END not in block
