@@ -5,8 +5,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: bench test board offline-bundle
 
-# The main job: benchmark the headline models (TVM with the shipped schedules, ONNX Runtime) on this
-# machine, merge the results into results/<hardware>.json and print the comparison table.
+# The main job: benchmark the headline models (TVM with the shipped schedules; ONNX Runtime, OpenVINO,
+# ExecuTorch) on this machine, merge the results into results/<hardware>.json and print the comparison table.
 bench: $(STAMP)
 	$(VENV)/bin/mnv2bench run
 

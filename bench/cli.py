@@ -159,7 +159,8 @@ def _run_parser(sub) -> None:
                     ["mnv2bench run", "mnv2bench run --models mobilenet_v2_1.0_224 --threads 2",
                      "mnv2bench run --runtimes tvm,onnxruntime,torch -- --benchmark-min-rounds=20"])
     p.add_argument("--models", default="headline", help="comma-separated names or groups (default: headline)")
-    p.add_argument("--runtimes", default="tvm,onnxruntime", help="comma-separated (default: tvm,onnxruntime)")
+    p.add_argument("--runtimes", default=None, help="comma-separated (default: tvm and every CPU peer installed "
+                   "here: onnxruntime, openvino, executorch; tvm,torch,torch-cudagraph on a GPU)")
     p.add_argument("--target", default="host")
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's results/)")
@@ -428,12 +429,14 @@ def cmd_run(args) -> int:
           "(--results DIR to write elsewhere)", flush=True)
     extra = [a for a in args.pytest_args if a != "--"] + (["--no-cache"] if args.no_cache else [])
     extra += [f"--batch={args.batch}"] if args.batch != 1 else []
+    extra += [f"--threads={args.threads}"] if args.threads else []
+    runtimes = [f"--runtimes={args.runtimes}"] if args.runtimes else []  # else the harness's default
     with tempfile.TemporaryDirectory(prefix="mnv2bench-run-") as tmp:
         run_json = Path(tmp) / "run.json"
         pytest_args = [
             str(Path(__file__).parent), "--benchmark-only", f"--benchmark-json={run_json}",
-            f"--models={args.models}", f"--runtimes={args.runtimes}", f"--target={args.target}",
-            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median,iqr,rounds", *([f"--threads={args.threads}"] if args.threads else []), *extra,
+            f"--models={args.models}", *runtimes, f"--target={args.target}",
+            "-p", "no:cacheprovider", "-q", "--benchmark-columns=median,iqr,rounds", *extra,
         ]
         print("pytest " + " ".join(pytest_args), flush=True)
         code = pytest.main(pytest_args)

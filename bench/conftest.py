@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 
-from bench.harness import RUNTIMES, Harness, Options, gpu_name, hardware_name
+from bench.harness import RUNTIMES, Harness, Options, default_runtimes, gpu_name, hardware_name
 from models.errors import UserError
 
 OPTIONS = pytest.StashKey[Options]()  # the run's options, parsed once in pytest_configure
@@ -28,7 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", default="headline",
                     help="comma-separated names, patterns or groups: headline, classification, detection, "
                          "segmentation, all (default: headline)")
-    group.addoption("--runtimes", default="tvm,onnxruntime", help=f"comma-separated, from {', '.join(RUNTIMES)}")
+    group.addoption("--runtimes", default=None,
+                    help=f"comma-separated, from {', '.join(RUNTIMES)} (default: tvm and every CPU peer installed "
+                         "here; tvm,torch,torch-cudagraph on a GPU; tvm alone on an RPC board)")
     group.addoption("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     group.addoption("--batch", type=int, default=1, help="images per inference (default: 1, as in the paper)")
     group.addoption("--weights", default=None, help="PyTorch state-dict file (default: seeded random weights)")
@@ -51,7 +53,8 @@ def _options(config: pytest.Config) -> Options:
     from models.registry import resolve_names
     from targets.registry import resolve_target
 
-    runtimes = [r.strip() for r in config.getoption("runtimes").split(",") if r.strip()]
+    given = config.getoption("runtimes")
+    runtimes = [r.strip() for r in given.split(",") if r.strip()] if given else []
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise pytest.UsageError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
@@ -78,6 +81,7 @@ def _options(config: pytest.Config) -> Options:
         if host_only:
             raise pytest.UsageError(f"with --rpc-tracker only TVM runs on the board; drop {', '.join(host_only)} "
                                     "from --runtimes")
+    runtimes = runtimes or default_runtimes(target, remote=bool(config.getoption("rpc_tracker")))
     weights = config.getoption("weights")
     schedules = config.getoption("schedules")
     return Options(

@@ -19,8 +19,6 @@ from pathlib import Path
 from bench import cli
 from models.errors import UserError
 
-GPU_RUNTIMES = "tvm,torch,torch-cudagraph"
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -30,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=4000,
                    help="the tuning budget the slices work towards, shared by time share (default: 4000)")
     p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
-    p.add_argument("--runtimes", default=None, help=f"benchmarked runtimes (default on a GPU: {GPU_RUNTIMES})")
+    p.add_argument("--runtimes", default=None,
+                   help="benchmarked runtimes (default: the harness's; on a GPU tvm,torch,torch-cudagraph)")
     p.add_argument("--batch-rows", type=int, nargs="*", default=[32],
                    help="batch sizes benchmarked after batch 1, one model only (default: 32)")
     p.add_argument("--batch-model", default="mobilenet_v2_1.0_224", help="the model of the batch rows")
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"gpu_slice: error: {exc}", file=sys.stderr)
         return 2
-    runtimes = args.runtimes or (GPU_RUNTIMES if spec.is_gpu else "tvm,onnxruntime")
+    runtimes = ["--runtimes", args.runtimes] if args.runtimes else []
     schedules = ["--schedules", str(args.schedules)] if args.schedules else []
     results = ["--results", str(args.results)] if args.results else []
     steps = []
@@ -59,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                                *(["--max-tasks", str(args.max_tasks)] if args.max_tasks else [])]))
     bench_extra = ["--", f"--schedules={args.schedules}"] if args.schedules else []
     steps.append(("benchmark, batch 1", ["run", "--target", args.target, "--models", args.models,
-                                         "--runtimes", runtimes, *results, *bench_extra]))
+                                         *runtimes, *results, *bench_extra]))
     for batch in args.batch_rows:
         steps.append((f"benchmark, batch {batch}", ["run", "--target", args.target, "--models", args.batch_model,
-                                                    "--runtimes", runtimes, "--batch", str(batch), *results,
+                                                    *runtimes, "--batch", str(batch), *results,
                                                     *bench_extra]))
     failed = [name for name, argv_ in steps if _step(name, argv_) != 0]
     print(f"\ngpu_slice: done{'; failed: ' + ', '.join(failed) if failed else ''}. Commit: "

@@ -24,6 +24,8 @@ from models.registry import create_model, get_spec
 from targets.registry import TargetSpec
 
 RUNTIMES = ("tvm", "tvm-untuned", "onnxruntime", "torch", "torch-cudagraph", "openvino", "executorch")
+CPU_PEERS = ("onnxruntime", "openvino", "executorch")  # the runtimes a CPU user would otherwise deploy with
+GPU_RUNTIMES = ("tvm", "torch", "torch-cudagraph")
 WARMUP_MIN_RUNS = 3
 WARMUP_MIN_SECONDS = 0.5
 # TVM reorders float sums (tiling, vectorisation): allow a little more than the exporter check does.
@@ -284,6 +286,20 @@ def hardware_name(spec: TargetSpec, remote: bool = False, emulated: bool = False
         name = f"{spec.triple.split('-')[0]}-{spec.mcpu}" + (f"-{spec.num_cores}c" if spec.num_cores else "")
         return f"{name}-emulated" if emulated else name
     return f"{platform.machine()}-{spec.mcpu}-{os.cpu_count()}c"
+
+
+def default_runtimes(target: TargetSpec, remote: bool) -> list[str]:
+    """What a run compares when ``--runtimes`` is not given: TVM against what a user would otherwise run on
+    that hardware. On a CPU, every CPU peer installed here (ONNX Runtime always; OpenVINO and ExecuTorch
+    with the ``peers`` extra, which ``make`` installs); on a GPU, PyTorch eager and with CUDA graphs; on an
+    RPC board TVM alone, since the peers run on this host only."""
+    import importlib.util
+
+    if remote:
+        return ["tvm"]
+    if target.is_gpu:
+        return list(GPU_RUNTIMES)
+    return ["tvm"] + [peer for peer in CPU_PEERS if importlib.util.find_spec(peer) is not None]
 
 
 def gpu_name() -> str | None:

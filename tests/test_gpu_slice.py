@@ -17,6 +17,7 @@ def test_one_slice_tunes_then_benchmarks_and_says_what_to_commit(tmp_path) -> No
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu_slice.py"), "--target", "host", "--models", TINY,
          "--minutes", "0.2", "--trials", "8", "--max-tasks", "1", "--batch-rows", "2", "--batch-model", TINY,
+         "--runtimes", "tvm,onnxruntime",
          "--schedules", str(schedules), "--results", str(results)],
         capture_output=True, text=True, timeout=1200, cwd=tmp_path,
     )

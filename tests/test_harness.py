@@ -96,6 +96,20 @@ def test_bad_options_are_usage_errors(tmp_path, option: str, message: str) -> No
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_default_runtimes_are_what_a_user_would_otherwise_run(monkeypatch) -> None:
+    import importlib.util
+
+    from bench.harness import default_runtimes
+    from targets.registry import resolve_target
+
+    host, gpu, board = resolve_target("host"), resolve_target("h200"), resolve_target("rpi4")
+    installed = {"onnxruntime", "executorch"}  # as if OpenVINO were not installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    assert default_runtimes(host, remote=False) == ["tvm", "onnxruntime", "executorch"]
+    assert default_runtimes(gpu, remote=False) == ["tvm", "torch", "torch-cudagraph"]
+    assert default_runtimes(board, remote=True) == ["tvm"]
+
+
 def test_merge_replaces_reruns_and_refuses_emulated(tmp_path) -> None:
     def run_file(name: str, benches: list[tuple[str, str, float]], emulated: bool = False) -> Path:
         path = tmp_path / name
