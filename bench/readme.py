@@ -18,6 +18,8 @@ from models.errors import UserError
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
+RATIO_COLUMN = "TVM / fastest peer (lower = TVM faster)"
+KERNELS_COLUMN = "TVM kernels tuned+transferred/all"
 PROJECT_README = Path(__file__).resolve().parents[1] / "README.md"
 #: how a peer runtime is named in the README's tables; others keep their runtime name.
 PEER_TITLES = {
@@ -37,8 +39,8 @@ def results_block(df: pd.DataFrame) -> str:
     """Markdown for the README: one table of the headline models on every machine (model, then machine, so
     that a model's rows compare hardware), each row TVM's median (ms), its tuned share, the fastest peer
     measured in the same run and TVM over it (time over time, lower = TVM faster); under it one line per
-    machine (CPU or GPU, versions, schedules, the file the figures came from); then a line pointing to
-    results/README.md for every model and every peer's own figure.
+    machine (CPU or GPU, versions, schedules, the run's date); then a line pointing to results/README.md
+    for every model and every peer's own figure.
 
     ``df`` is what ``bench.measurements.load_results`` returns. As in results/README.md, only each machine's
     newest schedules count; file names are shown under results/.
@@ -72,10 +74,6 @@ def results_block(df: pd.DataFrame) -> str:
     table = pd.DataFrame(rows)
     table = table.sort_values("model", key=lambda m: m.map(list(latency.index).index), kind="stable")
     return "\n".join([header, "", _markdown(table, left=2), "", *machine_lines, "", footer])
-
-
-RATIO_COLUMN = "TVM / fastest peer (lower = TVM faster)"
-KERNELS_COLUMN = "TVM kernels tuned+transferred/all"
 
 
 def _fastest_peer(medians: pd.Series, tvm_label: str, titles: dict[str, str]) -> tuple[str, str]:
