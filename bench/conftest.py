@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 
-from bench.harness import RUNTIMES, Harness, Options, default_runtimes, gpu_name, hardware_name
+from bench.harness import CPU_PEERS, RUNTIMES, Harness, Options, default_runtimes, gpu_name, hardware_name
 from models.errors import UserError
 
 OPTIONS = pytest.StashKey[Options]()  # the run's options, parsed once in pytest_configure
@@ -77,7 +77,7 @@ def _options(config: pytest.Config) -> Options:
             parse_tracker(config.getoption("rpc_tracker"))
         except UserError as exc:
             raise pytest.UsageError(str(exc)) from None
-        host_only = [r for r in runtimes if r in ("onnxruntime", "torch", "openvino", "executorch")]
+        host_only = [r for r in runtimes if r in (*CPU_PEERS, "torch")]
         if host_only:
             raise pytest.UsageError(f"with --rpc-tracker only TVM runs on the board; drop {', '.join(host_only)} "
                                     "from --runtimes")

@@ -71,6 +71,8 @@ def results_block(df: pd.DataFrame) -> str:
                              KERNELS_COLUMN: tuned.at[model, tvm_row["label"]] or "–",
                              "fastest peer (ms)": fastest, RATIO_COLUMN: ratio})
             machine_lines.append(_machine_line(hardware, shown[shown["hardware"] == hardware], tvm_row, peers))
+    if not rows:  # peers measured, TVM not yet
+        return f"{header}\n\nTVM has not been measured on a headline model yet: run `make bench`.\n\n{footer}"
     table = pd.DataFrame(rows)
     table = table.sort_values("model", key=lambda m: m.map(list(latency.index).index), kind="stable")
     return "\n".join([header, "", _markdown(table, left=2), "", *machine_lines, "", footer])

@@ -55,3 +55,9 @@ def test_results_block_of_the_committed_results_names_each_headline_model():
     order = list(HEADLINE)
     assert [order.index(row[0][2:]) for row in rows] == sorted(order.index(row[0][2:]) for row in rows)
     assert BEGIN not in block and END not in block
+
+
+def test_results_block_without_a_tvm_measurement_says_so():
+    df = load_results(sorted(RESULTS_DIR.glob("*.json")))
+    block = results_block(df[df["runtime"] != "tvm"])
+    assert "TVM has not been measured on a headline model yet" in block and "results/README.md" in block
