@@ -210,6 +210,11 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
     run = {"date": now, "command": "mnv2bench " + shlex.join(sys.argv[1:]), "trials_per_task": trials_per_task,
            "measured_on": measured_on}
     runs = previous.get("runs", []) + ([run] if new_run else [])
+    # Where the records were timed: this machine when this run times them here, else as before (a prune
+    # re-times nothing, and the GPU's slices are pruned on another machine).
+    here = {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()}
+    timed_here = (measured_on or "").startswith("local") or "machine" not in previous
+    machine = here if timed_here else previous["machine"]
     if minutes is not None and runs:
         runs[-1]["minutes"] = round(minutes, 1)
     dropped = dict(previous.get("pruned", {}))
@@ -223,7 +228,7 @@ def write_metadata(folder: Path, spec: TargetSpec, trials_per_task: int, models:
         "llvm_version": _llvm_version(),
         "trials_per_task": max(trials_per_task, previous.get("trials_per_task", 0)),
         "models": sorted(set(previous.get("models", [])) | set(models)),
-        "machine": {"node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "arch": platform.machine()},
+        "machine": machine,
         "updated": now,
         "runs": runs,
         "tuning_minutes": round(sum(r.get("minutes", 0) for r in runs), 1),

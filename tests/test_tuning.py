@@ -299,6 +299,18 @@ def test_prune_keeps_the_best_records_as_timed(tuned, cli, host, tmp_path) -> No
     assert both.returncode == 2 and "not both" in both.stderr and "Traceback" not in both.stderr
 
 
+def test_a_prune_keeps_the_machine_the_records_were_timed_on(host, tmp_path) -> None:
+    """A GPU window's database is pruned on the build machine: the metadata still names the GPU's host."""
+    db_files.write_metadata(tmp_path, host, 8, [TINY], measured_on="local, 16 threads")
+    meta = db_files.read_metadata(tmp_path)
+    tuned_on = {**meta["machine"], "cpu": "the GPU's host"}
+    (tmp_path / db_files.METADATA_FILE).write_text(json.dumps({**meta, "machine": tuned_on}))
+    db_files.write_metadata(tmp_path, host, 0, [], measured_on="kept as timed by the tuning runs", pruned={"1": 3})
+    assert db_files.read_metadata(tmp_path)["machine"] == tuned_on
+    db_files.write_metadata(tmp_path, host, 8, [TINY], measured_on="local, 2 threads")
+    assert db_files.read_metadata(tmp_path)["machine"]["cpu"] != "the GPU's host"
+
+
 def test_remeasure_without_a_database_is_an_error(cli, tmp_path) -> None:
     result = cli("tune", "--remeasure", "4", "--schedules", tmp_path)
     assert result.returncode == 2 and "nothing tuned for" in result.stderr and "Traceback" not in result.stderr
