@@ -1,10 +1,13 @@
 """One GPU window's whole job in one command: a tuning slice, then the benchmark, then what to commit.
 
 GPU time comes in windows of a few minutes (one command of at most 10). This script spends one: it grows
-the target's database with ``mnv2bench tune --minutes`` (resuming from what earlier slices saved, the
-time shared by the time-share rule), then runs ``mnv2bench run`` with TVM against PyTorch eager and
-PyTorch with CUDA graphs at batch 1 (and, with ``--batch-rows``, larger batches), and lists the files to
-commit. On a CPU target it runs the same steps, which is how CI tests it without a GPU.
+the target's database with ``mnv2bench tune --minutes`` (resuming from what earlier slices saved; every
+untuned kernel's first visit before any kernel's second, then the time-share rule), prunes it to the 8
+records per workload the repository ships (so that the results name the database that gets committed),
+then runs ``mnv2bench run`` with TVM against PyTorch eager and PyTorch with CUDA graphs at batch 1 (and,
+with ``--batch-rows``, larger batches), and lists the files to commit. Each step is the ``mnv2bench``
+command it prints, run as such. On a CPU target it runs the same steps, which is how CI tests it without
+a GPU.
 
     python bench/gpu_slice.py --target h200 --minutes 5
 """
@@ -12,12 +15,14 @@ commit. On a CPU target it runs the same steps, which is how CI tests it without
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench import cli
 from models.errors import UserError
+
+KEPT_PER_WORKLOAD = 8  # records per workload in a committed database (tests/test_tuning.py checks it)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-model", default="mobilenet_v2_1.0_224", help="the model of the batch rows")
     p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's)")
+    p.add_argument("--rounds", type=int, default=200,
+                   help="timed inferences per case (default: 200; each costs milliseconds on a GPU)")
     p.add_argument("--no-tune", action="store_true", help="only benchmark (a window too short to tune in)")
     return p.parse_args(argv)
 
@@ -56,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("tune", ["tune", "--target", args.target, "--models", *args.models.split(","),
                                "--trials", str(args.trials), "--minutes", str(args.minutes), *schedules,
                                *(["--max-tasks", str(args.max_tasks)] if args.max_tasks else [])]))
-    bench_extra = ["--", f"--schedules={args.schedules}"] if args.schedules else []
+        steps.append(("prune", ["tune", "--target", args.target, "--prune", str(KEPT_PER_WORKLOAD), *schedules]))
+    bench_extra = ["--", f"--benchmark-min-rounds={args.rounds}",
+                   *([f"--schedules={args.schedules}"] if args.schedules else [])]
     steps.append(("benchmark, batch 1", ["run", "--target", args.target, "--models", args.models,
                                          *runtimes, *results, *bench_extra]))
     for batch in args.batch_rows:
@@ -70,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _step(name: str, argv: list[str]) -> int:
-    """One mnv2bench command, in this process; its exit code (a UserError is its one-line message)."""
+    """One mnv2bench command in a process of its own (the database's metadata records the command as
+    printed here); its exit code."""
     print(f"\n=== {name}: mnv2bench {' '.join(argv)}", flush=True)
     start = time.perf_counter()
-    code = cli.main(argv)
+    code = subprocess.run([sys.executable, "-m", "bench", *argv], check=False).returncode
     print(f"=== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
     return code
 

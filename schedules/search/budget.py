@@ -53,6 +53,16 @@ def tuning_order(goals: list[int], done: list[int], shares: list[float]) -> list
     return sorted(short, key=lambda i: (done[i] > 0, done[i] / goals[i], -shares[i]))
 
 
+def visit_plan(order: list[int], done: list[int], opening: int) -> list[tuple[int, int | None]]:
+    """The visits of a run, as (task index, trials cap; None: up to the goal): first an opening visit of
+    every untuned task in ``order`` (its transferred schedules measured, else a search of at most
+    ``opening`` trials), then every task's remaining trials in the same order. A run cut short has given
+    every kernel it reached a measured schedule before refining any: a slice of a few minutes on a GPU
+    (0.4 trials a second) would otherwise spend itself on the first kernel's share."""
+    openings = [(i, opening) for i in order if done[i] == 0]
+    return openings + [(i, None) for i in order]
+
+
 def trials_done(database, folder: Path | None = None) -> dict[int, int]:
     """Trials spent per workload (structural hash), failed ones included: the records in the database
     plus those ``--remeasure`` dropped from it (counted in the folder's metadata)."""

@@ -4,7 +4,7 @@ Tasks of all selected models are merged first (the shared backbone is tuned once
 time against the target's JSON database, with one cost model for the whole run (``cost_model``). A
 task with no records first measures the schedules transferred from tuned kernels of its kind
 (``transfer``): they become its first records, and the evolutionary search starts from them instead of
-from random schedules. The budget rules are in ``budget``. Every measured trial is appended to the
+from random schedules. Every untuned task gets that first visit before any task is searched further. The budget rules are in ``budget``. Every measured trial is appended to the
 database as it comes, so a run can be interrupted and re-run: it spends only the trials still lacking.
 """
 
@@ -27,7 +27,15 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm_ffi import structural_hash
 
 from schedules import database as db_files
-from schedules.search.budget import allocate_trials, best_latency_s, time_shares, trials_done, tuning_order
+from schedules.search.budget import (
+    MIN_TRIALS,
+    allocate_trials,
+    best_latency_s,
+    time_shares,
+    trials_done,
+    tuning_order,
+    visit_plan,
+)
 from schedules.search.cost_model import load_cost_model, save_cost_model
 from schedules.search.measure import RPCOptions, make_builder, make_runner, measured_on, time_schedules
 from schedules.search.transfer import (
@@ -40,6 +48,8 @@ from schedules.search.transfer import (
 )
 from schedules.tasks import Task
 from targets.registry import TargetSpec
+
+OPENING_TRIALS = max(MIN_TRIALS, MAX_CANDIDATES)  # an untuned task's first visit: its transfers, or one small batch
 
 
 class TuningMeasuredNothing(RuntimeError):
@@ -146,7 +156,8 @@ def tune(
     sources: Sources | None = None,
     minutes: float | None = None,
 ) -> dict:
-    """Tune every task up to its allocation; returns a summary. Safe to interrupt and re-run.
+    """Tune every task up to its allocation, breadth first (``visit_plan``); returns a summary. Safe to
+    interrupt and re-run.
 
     With ``transfer``, a task without records first measures schedules transferred from ``sources``
     (default: the tuned workloads of this database and the others of its architecture, then another
@@ -166,37 +177,46 @@ def tune(
     goals = allocate_trials(tasks, trials_per_task, total_trials, shares)
     done_by_workload = trials_done(database, folder)
     done = [done_by_workload.get(structural_hash(t.task.mod), 0) for t in tasks]
-    todo = [(tasks[i], goals[i] - done[i]) for i in tuning_order(goals, done, shares)]
-    log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(todo)} already tuned; "
-        f"{sum(n for _, n in todo)} trials to run -> {folder}")
+    order = tuning_order(goals, done, shares)
+    log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(order)} already tuned; "
+        f"{sum(goals[i] - done[i] for i in order)} trials to run -> {folder}")
+    plan = visit_plan(order, done, OPENING_TRIALS)
     builder, runner = builder or make_builder(spec), make_runner(spec, rpc)
-    bar = tqdm(total=sum(n for _, n in todo), unit="trial", dynamic_ncols=True, disable=not todo)
-    measured = transferred = reached = 0
+    bar = tqdm(total=sum(goals[i] - done[i] for i in order), unit="trial", dynamic_ncols=True, disable=not order)
+    measured = transferred = 0
+    reached: set[int] = set()
     start = time.time()
     until = Slice(start + minutes * 60 if minutes is not None else None)
     stopped = None
     with until.stopping_on_signals(), _closing(bar, folder, spec, trials_per_task, models, start):
-        for index, (entry, trials) in enumerate(todo, start=1):
-            bar.set_description(f"[{index}/{len(todo)}] {entry.task.kind:9s}")
-            seeded = 0
-            if transfer and best_latency_s(database, entry.task.mod) is None:
+        for index, (i, cap) in enumerate(plan, start=1):
+            entry, left = tasks[i], goals[i] - done[i]
+            if left <= 0:
+                continue
+            trials = min(left, cap or left)
+            bar.set_description(f"[{index}/{len(plan)}] {entry.task.kind:9s}")
+            seeded, untuned = 0, best_latency_s(database, entry.task.mod) is None
+            if transfer and untuned:
                 seeded = _measure_transfers(spec, entry.task, min(trials, MAX_CANDIDATES), sources, database,
                                             builder, runner)
                 bar.update(seeded)
-            if trials > seeded:
-                measured += _tune_one(spec, entry.task, trials - seeded, database, builder, runner, search, bar,
+            searched = 0 if cap and seeded else trials - seeded  # an opening visit that transferred is done
+            if searched:
+                measured += _tune_one(spec, entry.task, searched, database, builder, runner, search, bar,
                                       cost_model, until)
                 save_cost_model(cost_model, folder, spec)
+            done[i] += seeded + searched
             measured, transferred = measured + seeded, transferred + seeded
-            sources.native += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
-            bar.write(_task_line(f"[{index}/{len(todo)}]", entry.task, trials, seeded, database))
-            reached = index
+            if untuned:
+                sources.native += source_of(database, entry.task.mod, spec.key)  # for the tasks after it
+            reached.add(i)
+            bar.write(_task_line(f"[{index}/{len(plan)}]", entry.task, seeded + searched, seeded, database))
             if until.over():
-                stopped = f"{until.reason(minutes)} in task {index} of {len(todo)}; re-run to resume"
+                stopped = f"{until.reason(minutes)}; {len(reached)} of {len(order)} tasks visited; re-run to resume"
                 break
     if stopped:
         log(stopped)
-    return {"tasks": len(tasks), "tuned_now": reached, "valid_trials": measured, "transferred_trials": transferred,
+    return {"tasks": len(tasks), "tuned_now": len(reached), "valid_trials": measured, "transferred_trials": transferred,
             "seconds": time.time() - start, "database": str(folder), "stopped": stopped}
 
 
