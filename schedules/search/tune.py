@@ -4,8 +4,9 @@ Tasks of all selected models are merged first (the shared backbone is tuned once
 time against the target's JSON database, with one cost model for the whole run (``cost_model``). A
 task with no records first measures the schedules transferred from tuned kernels of its kind
 (``transfer``): they become its first records, and the evolutionary search starts from them instead of
-from random schedules. Every untuned task gets that first visit before any task is searched further. The budget rules are in ``budget``. Every measured trial is appended to the
-database as it comes, so a run can be interrupted and re-run: it spends only the trials still lacking.
+from random schedules. Every untuned task gets that first visit before any task is searched further.
+The budget rules are in ``budget``. Every measured trial is appended to the database as it comes, so a
+run can be interrupted and re-run: it spends only the trials still lacking.
 """
 
 from __future__ import annotations
