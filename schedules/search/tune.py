@@ -179,11 +179,12 @@ def tune(
     done_by_workload = trials_done(database, folder)
     done = [done_by_workload.get(structural_hash(t.task.mod), 0) for t in tasks]
     order = tuning_order(goals, done, shares)
+    to_run = sum(goals[i] - done[i] for i in order)
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(order)} already tuned; "
-        f"{sum(goals[i] - done[i] for i in order)} trials to run -> {folder}")
+        f"{to_run} trials to run -> {folder}")
     plan = visit_plan(order, done, OPENING_TRIALS)
     builder, runner = builder or make_builder(spec), make_runner(spec, rpc)
-    bar = tqdm(total=sum(goals[i] - done[i] for i in order), unit="trial", dynamic_ncols=True, disable=not order)
+    bar = tqdm(total=to_run, unit="trial", dynamic_ncols=True, disable=not order)
     measured = transferred = 0
     reached: set[int] = set()
     start = time.time()
