@@ -43,7 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=200,
                    help="timed inferences per case (default: 200; each costs milliseconds on a GPU)")
     p.add_argument("--no-tune", action="store_true", help="only benchmark (a window too short to tune in)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

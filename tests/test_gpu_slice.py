@@ -45,3 +45,10 @@ def test_a_bad_target_is_one_line() -> None:
     result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_slice.py"), "--target", "mips-linux-gnu",
                              "--no-tune"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "unknown target" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_zero_rounds_is_one_line() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_slice.py"), "--rounds", "0", "--no-tune"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--rounds must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
