@@ -123,9 +123,11 @@ def _tune_parser(sub) -> None:
     p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
                    help="tune only kernels of these kinds: depthwise, pointwise, conv, dense, other")
-    p.add_argument("--population", type=int, default=128, help="evolutionary search population")
+    p.add_argument("--population", type=int, default=None, help="evolutionary search population (default: 128)")
+    p.add_argument("--trials-per-batch", type=int, default=None,
+                   help="candidates per search round, built and timed together (default: 16; 64 on a GPU)")
     p.add_argument("--minutes", type=float, default=None,
-                   help="stop after this many minutes, at the end of a batch (a slice: re-run to resume)")
+                   help="stop within this many minutes, after the last batch that fits (a slice: re-run to resume)")
     p.add_argument("--no-transfer", action="store_true",
                    help="start untuned tasks from random schedules, not from the schedules of tuned kernels of "
                         "their kind (the default measures those first and seeds the search with them)")
@@ -334,8 +336,10 @@ def cmd_tune(args) -> int:
         return _remeasure(args)
     if args.trials_per_task is None and args.trials is None:
         raise UserError("give a budget: --trials-per-task N and/or --trials N")
-    if any(n is not None and n < 1 for n in (args.trials_per_task, args.trials, args.max_tasks)):
-        raise UserError("--trials, --trials-per-task and --max-tasks must be positive")
+    sizes = (args.trials_per_task, args.trials, args.max_tasks, args.population, args.trials_per_batch)
+    if any(n is not None and n < 1 for n in sizes):
+        raise UserError("--trials, --trials-per-task, --max-tasks, --population and --trials-per-batch "
+                        "must be positive")
     if args.minutes is not None and args.minutes <= 0:
         raise UserError("--minutes must be positive")
     unknown = sorted(set(args.kinds or ()) - set(KINDS))
@@ -359,10 +363,11 @@ def cmd_tune(args) -> int:
         boards = args.rpc_boards or max(free_boards(*rpc), 1)
         rpc = RPCOptions(*rpc, boards=boards)
         print(f"measuring on {boards} board(s) under key {rpc.key!r} at {rpc.tracker}", flush=True)
+    search = SearchOptions.for_target(spec, population_size=args.population, trials_per_batch=args.trials_per_batch)
     try:
         summary = tune(
             spec, tasks, names, trials_per_task=args.trials_per_task, total_trials=args.trials,
-            root=args.schedules, rpc=rpc, search=SearchOptions(population_size=args.population),
+            root=args.schedules, rpc=rpc, search=search,
             force=args.force_schedules, transfer=not args.no_transfer, minutes=args.minutes,
         )
     except TuningMeasuredNothing as exc:

@@ -217,6 +217,41 @@ def test_a_time_limit_ends_a_slice_cleanly_and_the_next_resumes(cli, host, tmp_p
     assert len(records(tmp_path, host)) == 16
 
 
+def test_a_slice_ends_before_a_batch_that_would_not_fit() -> None:
+    from schedules.search.tune import Slice
+
+    ten_seconds_left = Slice(deadline=time.time() + 10)
+    ten_seconds_left.last_batch_s = 2
+    assert not ten_seconds_left.over()
+    ten_seconds_left.last_batch_s = 30
+    assert ten_seconds_left.over()
+    assert "the next batch (about 30 s) would pass it" in ten_seconds_left.reason(5)
+    assert Slice(deadline=time.time() - 1).reason(5) == "time limit of 5 min reached"
+
+
+def test_gpu_search_rounds_take_64_candidates_cpu_ones_16(host) -> None:
+    from targets.registry import resolve_target
+
+    assert SearchOptions.for_target(host).trials_per_batch == 16
+    assert SearchOptions.for_target(resolve_target("h200")).trials_per_batch == 64
+    given = SearchOptions.for_target(resolve_target("h200"), trials_per_batch=8, population_size=None)
+    assert (given.trials_per_batch, given.population_size) == (8, SearchOptions().population_size)
+
+
+@pytest.mark.slow
+def test_trials_per_batch_sets_the_search_round(cli, host, tmp_path) -> None:
+    result = cli("tune", "--models", TINY, "--max-tasks", "1", "--trials-per-task", "8", "--population", "32",
+                 "--no-transfer", "--trials-per-batch", "4", "--minutes", "0.001", "--schedules", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(records(tmp_path, host)) == 4  # the slice ended after one round of 4
+
+
+def test_trials_per_batch_must_be_positive(cli) -> None:
+    result = cli("tune", "--trials", "8", "--trials-per-batch", "0")
+    assert result.returncode == 2 and "--trials-per-batch must be positive" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_tuning_that_measures_nothing_fails_loudly(host, tmp_path) -> None:
     from tvm.s_tir import meta_schedule as ms

@@ -51,6 +51,7 @@ from schedules.tasks import Task
 from targets.registry import TargetSpec
 
 OPENING_TRIALS = max(MIN_TRIALS, MAX_CANDIDATES)  # an untuned task's first visit: its transfers, or one small batch
+GPU_TRIALS_PER_BATCH = 64  # MetaSchedule's default; see SearchOptions
 
 
 class TuningMeasuredNothing(RuntimeError):
@@ -63,18 +64,26 @@ class _TimeUp(Exception):
 
 @dataclass
 class Slice:
-    """When a run stops: past ``deadline`` (``--minutes``), or on the first SIGINT or SIGTERM (Ctrl-C,
-    ``kill``, ``timeout``), in both cases at the end of the batch being measured, so that the batch is
-    saved and the next run resumes after it. A second signal interrupts at once."""
+    """When a run stops: at the end of the last batch that fits before ``deadline`` (``--minutes``; a
+    batch is expected to last as long as the one before it), or on the first SIGINT or SIGTERM (Ctrl-C,
+    ``kill``, ``timeout``) at the end of the batch being measured; either way the batch is saved and the
+    next run resumes after it. A second signal interrupts at once."""
 
     deadline: float | None = None
     signalled: str | None = None
+    last_batch_s: float = 0.0
 
     def over(self) -> bool:
-        return self.signalled is not None or (self.deadline is not None and time.time() > self.deadline)
+        if self.signalled is not None:
+            return True
+        return self.deadline is not None and time.time() + self.last_batch_s > self.deadline
 
     def reason(self, minutes: float | None) -> str:
-        return f"stopped by {self.signalled}" if self.signalled else f"time limit of {minutes:g} min reached"
+        if self.signalled:
+            return f"stopped by {self.signalled}"
+        if time.time() > self.deadline:
+            return f"time limit of {minutes:g} min reached"
+        return f"time limit of {minutes:g} min: the next batch (about {self.last_batch_s:.0f} s) would pass it"
 
     @contextmanager
     def stopping_on_signals(self) -> Iterator[None]:
@@ -122,12 +131,23 @@ class TuningTask:
 @dataclass(frozen=True)
 class SearchOptions:
     """Evolutionary search sizes. Smaller than MetaSchedule's defaults (population 512), which spend
-    about 40 s per 16 candidates on 2 cores, mostly in the search, not the measurement."""
+    about 40 s per 16 candidates on 2 cores, mostly in the search, not the measurement.
+
+    A batch costs one search whatever its size (a CUDA pointwise kernel, population 128, on 2 cores:
+    19 s for 16 candidates, 19 s for 64), then its builds and runs. A CPU candidate runs for tens of
+    milliseconds and feeds the cost model sooner in batches of 16; a GPU candidate runs in microseconds,
+    so GPU batches take MetaSchedule's default of 64 (``for_target``)."""
 
     population_size: int = 128
     genetic_num_iters: int = 3
     trials_per_batch: int = 16
     seed: int = 0
+
+    @classmethod
+    def for_target(cls, spec: TargetSpec, **sizes: int | None) -> SearchOptions:
+        """The sizes for ``spec`` (64 candidates per batch on a GPU), overridden by those given (not None)."""
+        defaults = {"trials_per_batch": GPU_TRIALS_PER_BATCH} if spec.is_gpu else {}
+        return cls(**{**defaults, **{name: size for name, size in sizes.items() if size is not None}})
 
 
 def merge_tasks(tasks_by_model: dict[str, list[Task]]) -> list[TuningTask]:
@@ -149,7 +169,7 @@ def tune(
     total_trials: int | None = None,
     root: Path | None = None,
     rpc: RPCOptions | None = None,
-    search: SearchOptions = SearchOptions(),
+    search: SearchOptions | None = None,
     force: bool = False,
     log=print,
     builder=None,
@@ -163,8 +183,10 @@ def tune(
     With ``transfer``, a task without records first measures schedules transferred from ``sources``
     (default: the tuned workloads of this database and the others of its architecture, then another
     architecture's), to which every task tuned in the run is added.
-    With ``minutes``, the run stops at the first batch boundary past that time (a slice of a longer run:
-    what it measured is kept, and the next run resumes from it)."""
+    With ``minutes``, the run stops at the end of the last batch that fits in that time (a slice of a
+    longer run: what it measured is kept, and the next run resumes from it). ``search`` defaults to the target's
+    sizes (``SearchOptions.for_target``)."""
+    search = search or SearchOptions.for_target(spec)
     database = db_files.open_database(spec, root, force=force, create=True)
     folder = db_files.database_dir(spec, root)
     if not transfer:
@@ -304,13 +326,15 @@ def _tune_one(spec, task: Task, trials: int, database, builder, runner, search: 
 
 @derived_object
 class _ProgressCallback(PyMeasureCallback):
-    """Advances the progress bar, fails loudly when a whole batch measures nothing, and ends the search
-    after the batch in which the slice ended (it is in the database by then: the default callbacks run first)."""
+    """Advances the progress bar, fails loudly when a whole batch measures nothing, times each batch, and
+    ends the search after the last batch that fits in the slice (it is in the database by then: the default
+    callbacks run first)."""
 
     def __init__(self, bar, until: Slice) -> None:
         super().__init__()
         self.bar = bar
         self.until = until
+        self.batch_start = time.time()
         self.valid = 0
         self.failure: str | None = None
         self.time_up = False
@@ -329,6 +353,8 @@ class _ProgressCallback(PyMeasureCallback):
                 f"({len(errors)} errors; first: {last_line[0] if last_line else 'unknown'})"
             )
             raise TuningMeasuredNothing(self.failure)
+        now = time.time()
+        self.until.last_batch_s, self.batch_start = now - self.batch_start, now
         if self.until.over():
             self.time_up = True
             raise _TimeUp()
