@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 from models.errors import UserError
-
-KEPT_PER_WORKLOAD = 8  # records per workload in a committed database (tests/test_tuning.py checks it)
+from schedules.database import SHIPPED_PER_WORKLOAD
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("tune", ["tune", "--target", args.target, "--models", *args.models.split(","),
                                "--trials", str(args.trials), "--minutes", str(args.minutes), *schedules,
                                *(["--max-tasks", str(args.max_tasks)] if args.max_tasks else [])]))
-        steps.append(("prune", ["tune", "--target", args.target, "--prune", str(KEPT_PER_WORKLOAD), *schedules]))
+        steps.append(("prune", ["tune", "--target", args.target, "--prune", str(SHIPPED_PER_WORKLOAD), *schedules]))
     bench_extra = ["--", f"--benchmark-min-rounds={args.rounds}",
                    *([f"--schedules={args.schedules}"] if args.schedules else [])]
     steps.append(("benchmark, batch 1", ["run", "--target", args.target, "--models", args.models,

@@ -27,6 +27,7 @@ from targets.registry import TargetSpec, cpu_model
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 METADATA_FILE = "metadata.json"
+SHIPPED_PER_WORKLOAD = 8  # records per workload in a committed database (``tune --prune``); the rest are history
 
 
 def schedules_root() -> Path:

@@ -363,7 +363,7 @@ def test_shipped_databases_keep_a_few_records_per_workload_each_timed_as_stated(
         folder = db_files.schedules_root() / key
         with (folder / db_files.RECORD_FILE).open() as lines:
             per_workload = Counter(line.split(",", 1)[0] for line in lines if line.strip())
-        assert max(per_workload.values()) <= 8, key
+        assert max(per_workload.values()) <= db_files.SHIPPED_PER_WORKLOAD, key
         assert all(run.get("measured_on") for run in db_files.read_metadata(folder)["runs"]), key
 
 
