@@ -46,12 +46,23 @@ def _machine_section(hardware: str, rows: pd.DataFrame) -> str:
              f"- files: {one('file')}", ""]
     for _, column in rows.drop_duplicates("label").set_index("label").loc[label_order(rows)].iterrows():
         facts = [f"{column['runtime']} {column['runtime_version']}", f"{column['threads']} threads",
-                 f"on {column['device']}", f"timed by {column['latency_source']}"]
+                 f"on {column['device']}", f"timed by {column['latency_source']}",
+                 _measured_on(rows[rows["label"] == column.name])]
         if str(column["runtime"]).startswith("tvm"):
             facts[1:1] = [f"target `{_target_text(column['tvm_target'])}`", f"schedules `{column['schedules']}`"]
         lines.append(textwrap.fill(f"- **{column.name}**: " + ", ".join(facts), PROSE_WIDTH, subsequent_indent="  ",
                                    break_on_hyphens=False))
     return "\n".join([*lines, ""])
+
+
+def _measured_on(rows: pd.DataFrame) -> str:
+    """``measured 2026-12-05``, or ``measured 2026-12-02 to 2026-12-05`` where a column's cells come from
+    runs of different days: a file keeps each runtime's last run of each model, so a column a later run
+    left out (``mnv2bench run --runtimes``, ``--models``) can be older than the columns beside it."""
+    days = sorted({str(d)[:10] for d in rows["datetime"].dropna()})
+    if not days:
+        return "date not recorded"
+    return f"measured {days[0]}" + (f" to {days[-1]}" if len(days) > 1 else "")
 
 
 def _target_text(target) -> str:

@@ -109,7 +109,7 @@ def _machine_line(hardware: str, rows: pd.DataFrame, tvm: pd.Series, peers: pd.D
     peer_list = ", ".join(f"{peer_title(p['runtime'])} {p['runtime_version']}" for _, p in peers.iterrows())
     files = sorted(rows["file"].dropna().unique())
     dates = sorted(str(d)[:10] for d in rows["datetime"].dropna().unique())
-    when = f" Run of {dates[-1]}." if dates else ""
+    when = f" Runs of {dates[0]} to {dates[-1]}." if len(set(dates)) > 1 else f" Run of {dates[0]}." if dates else ""
     source = "" if files == [f"{hardware}.json"] else " From " + ", ".join(f"`results/{name}`" for name in files) + "."
     return (f"- **{hardware}** ({', '.join(d for d in device if d)}): {build}"
             + (f"; {peer_list}" if peer_list else "") + f".{when}{source}")

@@ -160,6 +160,19 @@ def test_results_readme(two_machines, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_results_readme_dates_each_column_and_shows_a_stale_one(two_machines, tmp_path):
+    """A column a later run left out keeps its older cells: the page says from which days each column is."""
+    df = two_machines.copy()
+    stale = (df.hardware == "x86_64-znver4-2c") & (df.runtime == "onnxruntime") & (df.model == SSD)
+    df.loc[stale, "datetime"] = "2026-11-02T09:00:00+00:00"
+    text = " ".join(write_results_readme(df, tmp_path).read_text().split())  # unwrapped
+    assert "**x86_64-znver4-2c tvm**:" in text and "**x86_64-znver4-2c onnxruntime**:" in text
+    tvm, ort = (text.split(f"**x86_64-znver4-2c {runtime}**:")[1].split("- **")[0] for runtime in ("tvm", "onnxruntime"))
+    assert "measured 2026-11-20" in tvm and " to " not in tvm
+    assert "measured 2026-11-02 to 2026-11-20" in ort
+    assert "measured 2026-11-21" in text  # the other machine's run
+
+
 def test_compare_defaults_publish_results_dir(tmp_path):
     for src in (X86, ARM):
         (tmp_path / src.name).write_text(src.read_text())

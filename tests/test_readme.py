@@ -61,3 +61,17 @@ def test_results_block_without_a_tvm_measurement_says_so():
     df = load_results(sorted(RESULTS_DIR.glob("*.json")))
     block = results_block(df[df["runtime"] != "tvm"])
     assert "TVM has not been measured on a headline model yet" in block and "results/README.md" in block
+
+
+def test_results_block_dates_a_machine_by_its_runs():
+    """One date where every figure of a machine's line comes from one day's runs, the span where a peer's is older."""
+    df = load_results(sorted(RESULTS_DIR.glob("*.json")))
+    machine = df["hardware"].iloc[0]
+    on_machine = df["hardware"] == machine
+    one_day = results_block(df.assign(datetime=df["datetime"].where(~on_machine, "2026-11-20T10:00:00+00:00")))
+    line = next(line for line in one_day.splitlines() if line.startswith(f"- **{machine}**"))
+    assert line.endswith("Run of 2026-11-20.") or "Run of 2026-11-20. From" in line
+    peer = on_machine & (df["runtime"] != "tvm")
+    two_days = df.assign(datetime=df["datetime"].where(~on_machine, "2026-11-20T10:00:00+00:00").where(~peer, "2026-11-18"))
+    line = next(line for line in results_block(two_days).splitlines() if line.startswith(f"- **{machine}**"))
+    assert "Runs of 2026-11-18 to 2026-11-20." in line
