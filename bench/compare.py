@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.measurements import load_results
+from bench.measurements import load_results, run_days
 from bench.plot import plot_latency_vs_madds
 from bench.readme import PROJECT_README, update_project_readme
 from bench.render import FORMATS, PROSE_WIDTH, left_out_note, prose, render, report
@@ -57,9 +57,8 @@ def _machine_section(hardware: str, rows: pd.DataFrame) -> str:
 
 def _measured_on(rows: pd.DataFrame) -> str:
     """``measured 2026-12-05``, or ``measured 2026-12-02 to 2026-12-05`` where a column's cells come from
-    runs of different days: a file keeps each runtime's last run of each model, so a column a later run
-    left out (``mnv2bench run --runtimes``, ``--models``) can be older than the columns beside it."""
-    days = sorted({str(d)[:10] for d in rows["datetime"].dropna()})
+    several days' runs (a later run with ``--runtimes`` or ``--models`` left some of them out)."""
+    days = run_days(rows)
     if not days:
         return "date not recorded"
     return f"measured {days[0]}" + (f" to {days[-1]}" if len(days) > 1 else "")

@@ -54,6 +54,12 @@ def load_results(paths: Sequence[Path]) -> pd.DataFrame:
     return with_statistic(with_labels(df[~emulated].reset_index(drop=True)), "median")
 
 
+def run_days(rows: pd.DataFrame) -> list[str]:
+    """The days (``2026-12-05``) on which ``rows`` were measured, oldest first: a file keeps each runtime's
+    last run of each model, so one machine's figures can come from several days' runs."""
+    return sorted({str(d)[:10] for d in rows["datetime"].dropna()})
+
+
 def with_statistic(df: pd.DataFrame, statistic: str) -> pd.DataFrame:
     """``df`` with ``value``, the column the tables show, set to ``statistic``'s (a key of STATISTICS);
     ``df.attrs["statistic"]`` names it for headings."""

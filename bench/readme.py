@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.measurements import run_days
 from bench.selection import Selection, select
 from bench.tables import kernel_share, label_order, latency_table, tuned_table
 from models.errors import UserError
@@ -108,8 +109,8 @@ def _machine_line(hardware: str, rows: pd.DataFrame, tvm: pd.Series, peers: pd.D
     build = f"TVM {tvm['tvm_version']}{threads}, schedules `{schedules}`"
     peer_list = ", ".join(f"{peer_title(p['runtime'])} {p['runtime_version']}" for _, p in peers.iterrows())
     files = sorted(rows["file"].dropna().unique())
-    dates = sorted(str(d)[:10] for d in rows["datetime"].dropna().unique())
-    when = f" Runs of {dates[0]} to {dates[-1]}." if len(set(dates)) > 1 else f" Run of {dates[0]}." if dates else ""
+    days = run_days(rows)
+    when = "" if not days else f" Run of {days[0]}." if len(days) == 1 else f" Runs of {days[0]} to {days[-1]}."
     source = "" if files == [f"{hardware}.json"] else " From " + ", ".join(f"`results/{name}`" for name in files) + "."
     return (f"- **{hardware}** ({', '.join(d for d in device if d)}): {build}"
             + (f"; {peer_list}" if peer_list else "") + f".{when}{source}")
