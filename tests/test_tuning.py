@@ -69,9 +69,11 @@ def test_tuning_order_spreads_a_budget_that_may_be_cut_short() -> None:
 
 
 def test_every_untuned_task_is_visited_before_any_is_refined() -> None:
-    order, done = [3, 0, 1], [0, 5, 0, 0]
-    # openings of the untuned tasks (3, 0) in order, capped; then every task's rest, uncapped
-    assert visit_plan(order, done, 9) == [(3, 9), (0, 9), (3, None), (0, None), (1, None)]
+    order, done, goals = [3, 0, 1], [0, 5, 0, 0], [200, 20, 10, 100]
+    # openings of the untuned tasks (3, 0) in order, capped; then passes over all three, each visit a
+    # share of the task's remaining trials (never below 8); the last pass uncapped
+    plan = visit_plan(order, done, goals, 9, rounds=3)
+    assert plan == [(3, 9), (0, 9), (3, 34), (0, 67), (1, 8), (3, 34), (0, 67), (1, 8), (3, None), (0, None), (1, None)]
 
 
 @pytest.mark.slow

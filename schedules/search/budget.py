@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from schedules.search.tune import TuningTask
 
 MIN_TRIALS = 8  # below one small batch the search is pure chance; every task gets at least this
+REFINING_ROUNDS = 4  # passes over the tasks after their opening visits (a visit costs about a second)
 
 
 def allocate_trials(tasks: list[TuningTask], trials_per_task: int | None, total: int | None,
@@ -53,14 +54,18 @@ def tuning_order(goals: list[int], done: list[int], shares: list[float]) -> list
     return sorted(short, key=lambda i: (done[i] > 0, done[i] / goals[i], -shares[i]))
 
 
-def visit_plan(order: list[int], done: list[int], opening: int) -> list[tuple[int, int | None]]:
+def visit_plan(order: list[int], done: list[int], goals: list[int], opening: int,
+               rounds: int = REFINING_ROUNDS) -> list[tuple[int, int | None]]:
     """The visits of a run, as (task index, trials cap; None: up to the goal): first an opening visit of
     every untuned task in ``order`` (its transferred schedules measured, else a search of at most
-    ``opening`` trials), then every task's remaining trials in the same order. A run cut short has given
-    every kernel it reached a measured schedule before refining any: a slice of a few minutes on a GPU
-    (0.4 trials a second) would otherwise spend itself on the first kernel's share."""
+    ``opening`` trials), then ``rounds`` passes over ``order``, each visit capped at its task's remaining
+    trials over ``rounds`` (at least ``MIN_TRIALS``), the last pass uncapped. A run cut short has given
+    every kernel it reached a measured schedule, then refined them all alike: a slice of a few minutes
+    would otherwise spend itself on the first kernel's share (0.4 trials a second on a GPU; on a CPU, a
+    12-minute slice whose budget was far beyond it gave one kernel 800 trials and the other seven none)."""
     openings = [(i, opening) for i in order if done[i] == 0]
-    return openings + [(i, None) for i in order]
+    chunks = [(i, max(MIN_TRIALS, math.ceil((goals[i] - done[i]) / rounds))) for i in order]
+    return openings + chunks * (rounds - 1) + [(i, None) for i in order]
 
 
 def trials_done(database, folder: Path | None = None) -> dict[int, int]:

@@ -204,7 +204,7 @@ def tune(
     to_run = sum(goals[i] - done[i] for i in order)
     log(f"{len(tasks)} tasks for {spec.key}; {len(tasks) - len(order)} already tuned; "
         f"{to_run} trials to run -> {folder}")
-    plan = visit_plan(order, done, OPENING_TRIALS)
+    plan = visit_plan(order, done, goals, OPENING_TRIALS)
     builder, runner = builder or make_builder(spec), make_runner(spec, rpc)
     bar = tqdm(total=to_run, unit="trial", dynamic_ncols=True, disable=not order)
     measured = transferred = 0
