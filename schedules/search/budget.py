@@ -60,9 +60,8 @@ def visit_plan(order: list[int], done: list[int], goals: list[int], opening: int
     every untuned task in ``order`` (its transferred schedules measured, else a search of at most
     ``opening`` trials), then ``rounds`` passes over ``order``, each visit capped at its task's remaining
     trials over ``rounds`` (at least ``MIN_TRIALS``), the last pass uncapped. A run cut short has given
-    every kernel it reached a measured schedule, then refined them all alike: a slice of a few minutes
-    would otherwise spend itself on the first kernel's share (0.4 trials a second on a GPU; on a CPU, a
-    12-minute slice whose budget was far beyond it gave one kernel 800 trials and the other seven none)."""
+    every kernel it reached a measured schedule, then refined them all alike, where one pass of whole
+    shares would spend a short slice on the first kernel in line."""
     openings = [(i, opening) for i in order if done[i] == 0]
     chunks = [(i, max(MIN_TRIALS, math.ceil((goals[i] - done[i]) / rounds))) for i in order]
     return openings + chunks * (rounds - 1) + [(i, None) for i in order]
