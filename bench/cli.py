@@ -167,6 +167,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all cores)")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: the project's results/)")
     p.add_argument("--no-cache", action="store_true", help="compile every TVM library again")
+    p.add_argument("--no-interleave", action="store_true", help="time each runtime on its own, one after another "
+                   "(default: a model's runtimes in alternating blocks, steadier on a noisy machine)")
     _batch_option(p)
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest / pytest-benchmark options")
     p.set_defaults(func=cmd_run)
@@ -416,6 +418,11 @@ def cmd_schedules(args) -> int:
     return 0
 
 
+# Seconds of timing per model x runtime in `mnv2bench run` (pytest-benchmark's default is 1): in 10 alternating
+# blocks the standard deviation of a run's TVM/peer ratio was about 1 % on a 2-core VM (bench/README.md).
+RUN_SECONDS = 2.0
+
+
 def cmd_run(args) -> int:
     """``pytest bench/ --benchmark-only`` with our options, merged into results/, then the table."""
     import tempfile
@@ -433,6 +440,9 @@ def cmd_run(args) -> int:
     print(f"mnv2bench: this run will update {results_dir}/<hardware>.json and {results_dir}/README.md "
           "(--results DIR to write elsewhere)", flush=True)
     extra = [a for a in args.pytest_args if a != "--"] + (["--no-cache"] if args.no_cache else [])
+    extra += ["--no-interleave"] if args.no_interleave else []
+    if not any(a.startswith("--benchmark-max-time") for a in extra):  # the published runs: 2 s per case
+        extra.append(f"--benchmark-max-time={RUN_SECONDS}")
     extra += [f"--batch={args.batch}"] if args.batch != 1 else []
     extra += [f"--threads={args.threads}"] if args.threads else []
     runtimes = [f"--runtimes={args.runtimes}"] if args.runtimes else []  # else the harness's default

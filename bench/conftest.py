@@ -40,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="GPU: launch every kernel from the VM instead of replaying CUDA graphs")
     group.addoption("--no-cache", action="store_true", help="compile every TVM library again (default: reuse "
                     "the cached one built from the same model, target, schedules and TVM)")
+    group.addoption("--no-interleave", action="store_true",
+                    help="time each runtime on its own, one after another (default on this host: a model's "
+                         "runtimes in alternating blocks, so that a noisy machine's drift hits them alike)")
     group.addoption("--rpc-tracker", default=None, metavar="HOST:PORT", help="TVM RPC tracker of remote boards")
     group.addoption("--rpc-key", default=None, help="key the remote boards registered under (default: the preset's)")
     group.addoption("--emulated-board", action="store_true",
@@ -93,6 +96,8 @@ def _options(config: pytest.Config) -> Options:
         rpc_tracker=config.getoption("rpc_tracker"), rpc_key=config.getoption("rpc_key"),
         emulated=config.getoption("emulated_board"),
         device_rounds=config.getoption("benchmark_min_rounds", 5),
+        interleave=not config.getoption("no_interleave"),
+        max_time=float(config.getoption("benchmark_max_time", 1.0)),
         batch=config.getoption("batch"),
     )
 
@@ -111,7 +116,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def harness(request: pytest.FixtureRequest) -> Harness:
-    return Harness(request.config.stash[OPTIONS])
+    cases = [(item.callspec.params["model"], item.callspec.params["runtime"]) for item in request.session.items
+             if {"model", "runtime"} <= set(getattr(getattr(item, "callspec", None), "params", {}))]
+    return Harness(request.config.stash[OPTIONS], cases)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

@@ -48,6 +48,8 @@ class Options:
     no_cache: bool = False  # compile every library again instead of reusing the cached one
     cuda_graph: bool = True  # GPU libraries replay their kernel launches as CUDA graphs
     batch: int = 1  # images per inference (the paper's figures are batch 1)
+    interleave: bool = True  # time a model's runtimes in alternating blocks (bench/interleave.py) on this host
+    max_time: float = 1.0  # seconds of timing per case: --benchmark-max-time
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Case:
     max_abs_error: float
     warmup_runs: int
     extra: dict = field(default_factory=dict)
+    times: list[float] | None = None  # seconds per inference, taken in alternating blocks with its model's others
 
     def run(self) -> list[np.ndarray]:
         return self.runtime.run(self.x)
@@ -69,12 +72,17 @@ class Case:
 
 
 class Harness:
-    """Builds cases on demand and keeps what several cases share (models, references, exports)."""
+    """Builds cases on demand and keeps what several cases share (models, references, exports).
 
-    def __init__(self, options: Options) -> None:
+    ``cases`` are the (model, runtime) pairs this run will time; on this host a model's runtimes are built
+    together and timed in alternating blocks (``case``) unless ``options.interleave`` is off."""
+
+    def __init__(self, options: Options, cases: list[tuple[str, str]] | None = None) -> None:
         self.options = options
+        self.cases = cases if cases is not None else [(m, r) for m in options.models for r in options.runtimes]
         self._references: dict[str, list[np.ndarray]] = {}
         self._built: dict[tuple[str, str], object] = {}  # libraries compiled ahead, before memory is measured
+        self._ready: dict[tuple[str, str], Case | Exception] = {}  # interleaved cases, timed, not yet reported
 
     @cached_property
     def hardware(self) -> str:
@@ -100,6 +108,44 @@ class Harness:
     def spec(self, model: str):
         """The registered variant at this run's batch size."""
         return get_spec(model).with_batch(self.options.batch)
+
+    @property
+    def interleaves(self) -> bool:
+        """Alternating blocks need every runtime on this host's clock: not on a GPU or a board."""
+        return self.options.interleave and not (self.remote or self.options.target.is_gpu)
+
+    def case(self, model: str, runtime: str, progress=None) -> Case:
+        """The case ready to report: prepared now, or (interleaving) prepared and timed with the model's
+        other runtimes when its first case came up. A runtime that failed raises here, in its own test."""
+        if not self.interleaves:
+            return self.prepare(model, runtime)
+        if (model, runtime) not in self._ready:
+            self._prepare_and_time(model, progress)
+        outcome = self._ready.pop((model, runtime))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _prepare_and_time(self, model: str, progress=None) -> None:
+        from bench.interleave import time_alternating
+
+        names = [r for m, r in self.cases if m == model]
+        for name in names:
+            try:
+                self._ready[model, name] = self.prepare(model, name)
+            except Exception as exc:  # noqa: BLE001 - reported by that runtime's own test, not by this one
+                self._ready[model, name] = exc
+        ready = {name: self._ready[model, name] for name in names if isinstance(self._ready[model, name], Case)}
+        if len(ready) < 2:  # nothing to alternate with: pytest-benchmark's own loop times it
+            return
+        if progress is not None:
+            progress(f"    {', '.join(ready)} built and checked: timing them in alternating blocks")
+        times = time_alternating({name: case.run for name, case in ready.items()}, self.options.max_time,
+                                 self.options.device_rounds)
+        for name, case in ready.items():
+            case.times = times[name]
+            case.extra.update(latency_source="pytest-benchmark, alternating blocks",
+                              alternated_with=[other for other in ready if other != name])
 
     def prepare(self, model: str, runtime: str) -> Case:
         """Build the runtime for ``model``, check it against PyTorch, warm it up."""

@@ -48,6 +48,9 @@ def test_one_variant_per_task_on_every_runtime(tmp_path) -> None:
         stats = bench["stats"]
         assert stats["min"] <= info["latency_p90_s"] <= info["latency_p99_s"] <= stats["max"]
         assert 0 < info["init_memory_mib"] <= info["peak_memory_mib"] and info["batch"] == 1
+        # the model's three runtimes were timed in alternating blocks: 10 blocks of at least one inference
+        assert info["latency_source"] == "pytest-benchmark, alternating blocks" and stats["rounds"] >= 10
+        assert sorted([runtime, *info["alternated_with"]]) == ["onnxruntime", "torch", "tvm"]
         if runtime == "tvm":
             assert info["schedules"] == "untuned" and "llvm" in info["tvm_target"]  # an empty schedules folder
         else:
@@ -68,6 +71,23 @@ def test_one_variant_per_task_on_every_runtime(tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_mnv2bench_run_alternates_the_runtimes_for_two_seconds_each_and_saves(cli, tmp_path) -> None:
+    results = tmp_path / "results"
+    result = cli("run", "--models", "mobilenet_v2_0.35_96", "--runtimes", "tvm-untuned,onnxruntime", "--threads", "2",
+                 "--results", results)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "--benchmark-max-time=2.0" in result.stdout and "timing them in alternating blocks" in result.stdout
+    (saved,) = results.glob("*.json")
+    benches = json.loads(saved.read_text())["benchmarks"]
+    assert sorted(b["extra_info"]["runtime"] for b in benches) == ["onnxruntime", "tvm-untuned"]
+    for bench in benches:
+        assert bench["extra_info"]["latency_source"] == "pytest-benchmark, alternating blocks"
+        # 2 s of timing, lead-ins left out (the sum of inferences misses only the loop between them)
+        assert 1.8 <= bench["stats"]["mean"] * bench["stats"]["rounds"] <= 4.0
+    assert (results / "README.md").exists()
+
+
+@pytest.mark.slow
 def test_wrong_output_is_caught_and_not_timed(tmp_path) -> None:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -81,6 +101,7 @@ def test_wrong_output_is_caught_and_not_timed(tmp_path) -> None:
     assert result.returncode == 1
     assert "wrong output, not timed" in result.stdout and "onnxruntime vs PyTorch" in result.stdout
     assert [b["extra_info"]["runtime"] for b in data["benchmarks"]] == ["torch"]
+    assert data["benchmarks"][0]["extra_info"]["latency_source"] == "pytest-benchmark"  # nothing to alternate with
 
 
 @pytest.mark.parametrize("option,message", [
@@ -133,10 +154,12 @@ def test_batch_rows_are_measured_and_kept_apart(tmp_path) -> None:
     result, batch1 = run_bench(tmp_path, "--models=mobilenet_v2_0.35_96", "--runtimes=onnxruntime")
     assert result.returncode == 0, result.stdout[-3000:]
     merge_run(tmp_path / "run.json", tmp_path / "results")
-    result, batch4 = run_bench(tmp_path, "--models=mobilenet_v2_0.35_96", "--runtimes=tvm,onnxruntime", "--batch=4")
+    result, batch4 = run_bench(tmp_path, "--models=mobilenet_v2_0.35_96", "--runtimes=tvm,onnxruntime", "--batch=4",
+                               "--no-interleave")
     assert result.returncode == 0, result.stdout[-3000:]
     for bench in batch4["benchmarks"]:
         info = bench["extra_info"]
+        assert info["latency_source"] == "pytest-benchmark" and "alternated_with" not in info
         assert info["batch"] == 4 and info["input_shape"] == [4, 3, 96, 96] and info["paper"] is None
         assert info["madds"] == pytest.approx(4 * batch1["benchmarks"][0]["extra_info"]["madds"])
     merged = json.loads(merge_run(tmp_path / "run.json", tmp_path / "results").read_text())
