@@ -6,7 +6,7 @@ per cent. Alternating blocks (the order rotating from block to block) spread eve
 
 A switch costs the runtime that takes over a few per cent for about a tenth of a second (the previous
 runtime's threads still spinning, the caches holding its weights; measured on a 2-core VM, where the
-first 0.1 s after a switch or an idle ran 3-4 % slower and everything after 0.2 s as fast as a continuous
+first 0.1 s after a switch or an idle ran 2-5 % slower and everything after 0.2 s as fast as a continuous
 loop). So every block starts with an untimed lead-in. Each inference after it is timed on its own, and
 pytest-benchmark computes the statistics from these times as from its own (``ReplayClock``).
 """
