@@ -1,8 +1,9 @@
 """The benchmark harness behind ``pytest bench/``: prepares each model x runtime case.
 
-pytest-benchmark owns the timing and the statistics; this module owns what is timed. A case is
-ready only when its runtime's output matched the PyTorch reference on the seeded input, so a build
-that is fast but wrong fails instead of publishing a number.
+pytest-benchmark owns the statistics; this module owns what is timed and, on this host, when: a
+model's runtimes take turns in alternating blocks (``bench/interleave.py``) and their times are handed
+to pytest-benchmark. A case is ready only when its runtime's output matched the PyTorch reference on
+the seeded input, so a build that is fast but wrong fails instead of publishing a number.
 """
 
 from __future__ import annotations
