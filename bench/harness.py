@@ -128,7 +128,7 @@ class Harness:
         return outcome
 
     def _prepare_and_time(self, model: str, progress=None) -> None:
-        from bench.interleave import time_alternating
+        from bench.interleave import LATENCY_SOURCE, time_alternating
 
         names = [r for m, r in self.cases if m == model]
         for name in names:
@@ -145,7 +145,7 @@ class Harness:
                                  self.options.device_rounds)
         for name, case in ready.items():
             case.times = times[name]
-            case.extra.update(latency_source="pytest-benchmark, alternating blocks",
+            case.extra.update(latency_source=LATENCY_SOURCE,
                               alternated_with=[other for other in ready if other != name])
 
     def prepare(self, model: str, runtime: str) -> Case:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 BLOCKS = 10  # blocks per runtime: with 2 s each, TVM/peer ratios 3-6x steadier than one 1 s stretch each
 LEAD_IN_S = 0.2  # untimed inferences at the start of each block: the cost of the switch, not of the runtime
+LATENCY_SOURCE = "pytest-benchmark, alternating blocks"  # extra_info.latency_source of a case timed so
 
 
 def time_alternating(runs: dict[str, Callable[[], object]], seconds: float, min_rounds: int,

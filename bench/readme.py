@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.interleave import LATENCY_SOURCE
 from bench.measurements import run_days
 from bench.selection import Selection, select
 from bench.tables import kernel_share, label_order, latency_table, tuned_table
@@ -94,8 +95,9 @@ def _ms(value: float) -> str:
 
 
 def _machine_line(hardware: str, rows: pd.DataFrame, tvm: pd.Series, peers: pd.DataFrame) -> str:
-    """``- **hw** (CPU, n cores, GPU): TVM x with schedules y; peers with versions; the run's date, and the
-    files the figures came from where they are not results/<hw>.json.``"""
+    """``- **hw** (CPU, n cores, GPU): TVM x with schedules y; peers with versions; the run's date (and
+    "runtimes taking turns" where every figure was timed in alternating blocks), and the files the figures
+    came from where they are not results/<hw>.json.``"""
 
     def one(column: str, source: pd.DataFrame = rows) -> str:
         values = source[column].dropna().astype(str).unique()
@@ -110,7 +112,11 @@ def _machine_line(hardware: str, rows: pd.DataFrame, tvm: pd.Series, peers: pd.D
     peer_list = ", ".join(f"{peer_title(p['runtime'])} {p['runtime_version']}" for _, p in peers.iterrows())
     files = sorted(rows["file"].dropna().unique())
     days = run_days(rows)
-    when = "" if not days else f" Run of {days[0]}." if len(days) == 1 else f" Runs of {days[0]} to {days[-1]}."
+    turns = ", runtimes taking turns" if (rows["latency_source"] == LATENCY_SOURCE).all() else ""
+    when = ""
+    if days:
+        span = f"Run of {days[0]}" if len(days) == 1 else f"Runs of {days[0]} to {days[-1]}"
+        when = f" {span}{turns}."
     source = "" if files == [f"{hardware}.json"] else " From " + ", ".join(f"`results/{name}`" for name in files) + "."
     return (f"- **{hardware}** ({', '.join(d for d in device if d)}): {build}"
             + (f"; {peer_list}" if peer_list else "") + f".{when}{source}")

@@ -75,3 +75,20 @@ def test_results_block_dates_a_machine_by_its_runs():
     two_days = df.assign(datetime=df["datetime"].where(~on_machine, "2026-11-20T10:00:00+00:00").where(~peer, "2026-11-18"))
     line = next(line for line in results_block(two_days).splitlines() if line.startswith(f"- **{machine}**"))
     assert "Runs of 2026-11-18 to 2026-11-20." in line
+
+
+def test_results_block_says_where_the_runtimes_took_turns():
+    """A machine's line says "runtimes taking turns" only where every figure shown was timed in alternating blocks."""
+    from bench.interleave import LATENCY_SOURCE
+
+    df = load_results(sorted(RESULTS_DIR.glob("*.json")))
+    machine = df["hardware"].iloc[0]
+    on_machine = df["hardware"] == machine
+
+    def line(frame) -> str:
+        return next(l for l in results_block(frame).splitlines() if l.startswith(f"- **{machine}**"))
+
+    assert "runtimes taking turns" in line(df.assign(latency_source=df["latency_source"].mask(on_machine, LATENCY_SOURCE)))
+    one_not = on_machine & (df["runtime"] != "tvm")
+    mixed = df.assign(latency_source=df["latency_source"].mask(on_machine, LATENCY_SOURCE).mask(one_not, "pytest-benchmark"))
+    assert "runtimes taking turns" not in line(mixed)
