@@ -419,7 +419,7 @@ def cmd_schedules(args) -> int:
 
 
 # Seconds of timing per model x runtime in `mnv2bench run` (pytest-benchmark's default is 1): in 10 alternating
-# blocks the standard deviation of a run's TVM/peer ratio was about 1 % on a 2-core VM (bench/README.md).
+# blocks the standard deviation of a run's TVM/peer ratio was 0.006-0.012 on a 2-core VM (bench/README.md).
 RUN_SECONDS = 2.0
 
 

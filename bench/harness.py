@@ -45,7 +45,7 @@ class Options:
     rpc_tracker: str | None = None
     rpc_key: str | None = None  # default: the target preset's key
     emulated: bool = False  # the board is emulated (tests): results are labelled and never published
-    device_rounds: int = 5  # rounds for device-timed cases (GPU, boards): --benchmark-min-rounds
+    device_rounds: int = 5  # --benchmark-min-rounds: device-timed cases' rounds, alternating cases' minimum
     no_cache: bool = False  # compile every library again instead of reusing the cached one
     cuda_graph: bool = True  # GPU libraries replay their kernel launches as CUDA graphs
     batch: int = 1  # images per inference (the paper's figures are batch 1)

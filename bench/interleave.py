@@ -4,10 +4,9 @@ Timed one after another, each runtime sees the machine as it was during its own 
 neighbour's burst lands on one runtime and not on the next, and one run's TVM/peer ratios move by several
 per cent. Alternating blocks (the order rotating from block to block) spread every burst over all of them.
 
-A switch costs the runtime that takes over a few per cent for about a tenth of a second (the previous
-runtime's threads still spinning, the caches holding its weights; measured on a 2-core VM, where the
-first 0.1 s after a switch or an idle ran 2-5 % slower and everything after 0.2 s as fast as a continuous
-loop). So every block starts with an untimed lead-in. Each inference after it is timed on its own, and
+A switch costs the runtime that takes over a few per cent for a moment (measured on a 2-core VM: the
+first 0.1 s after another runtime or an idle ran 2-5 % slower, everything after 0.2 s as fast as an
+unbroken loop). So every block starts with an untimed lead-in. Each inference after it is timed on its own, and
 pytest-benchmark computes the statistics from these times as from its own (``ReplayClock``).
 """
 
@@ -17,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 
-BLOCKS = 10  # blocks per runtime: with 2 s each, TVM/peer ratios 3-6x steadier than one 1 s stretch each
+BLOCKS = 10  # blocks per runtime: with 2 s in all, TVM/peer ratios up to 6x steadier (bench/README.md)
 LEAD_IN_S = 0.2  # untimed inferences at the start of each block: the cost of the switch, not of the runtime
 LATENCY_SOURCE = "pytest-benchmark, alternating blocks"  # extra_info.latency_source of a case timed so
 
