@@ -418,8 +418,8 @@ def cmd_schedules(args) -> int:
     return 0
 
 
-# Seconds of timing per model x runtime in `mnv2bench run` (pytest-benchmark's default is 1): in 10 alternating
-# blocks the standard deviation of a run's TVM/peer ratio was 0.006-0.012 on a 2-core VM (bench/README.md).
+# Seconds of timing per model x runtime in `mnv2bench run` (pytest-benchmark's default is 1): twice the
+# samples in the alternating blocks, for steadier ratios (bench/README.md).
 RUN_SECONDS = 2.0
 
 

@@ -116,9 +116,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def harness(request: pytest.FixtureRequest) -> Harness:
-    cases = [(item.callspec.params["model"], item.callspec.params["runtime"]) for item in request.session.items
-             if {"model", "runtime"} <= set(getattr(getattr(item, "callspec", None), "params", {}))]
+    cases = [(params["model"], params["runtime"]) for params in map(_case_params, request.session.items) if params]
     return Harness(request.config.stash[OPTIONS], cases)
+
+
+def _case_params(item: pytest.Item) -> dict:
+    """The model and runtime of a benchmark case, or {} for any other test."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params if {"model", "runtime"} <= set(params) else {}
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -153,8 +158,8 @@ def write_progress(config: pytest.Config, text: str) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before each case: which model on which runtime, and what is about to happen to it."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if {"model", "runtime"} <= set(params):
+    params = _case_params(item)
+    if params:
         number = item.session.items.index(item) + 1
         write_progress(item.config, f"[{number}/{len(item.session.items)}] {params['model']} on {params['runtime']}: "
                                     "build, check against PyTorch, time ...")

@@ -4,9 +4,8 @@ Timed one after another, each runtime sees the machine as it was during its own 
 neighbour's burst lands on one runtime and not on the next, and one run's TVM/peer ratios move by several
 per cent. Alternating blocks (the order rotating from block to block) spread every burst over all of them.
 
-A switch costs the runtime that takes over a few per cent for a moment (measured on a 2-core VM: the
-first 0.1 s after another runtime or an idle ran 2-5 % slower, everything after 0.2 s as fast as an
-unbroken loop). So every block starts with an untimed lead-in. Each inference after it is timed on its own, and
+A switch costs the runtime that takes over a few per cent for a moment, so every block starts with an
+untimed lead-in (the measurements: bench/README.md). Each inference after it is timed on its own, and
 pytest-benchmark computes the statistics from these times as from its own (``ReplayClock``).
 """
 

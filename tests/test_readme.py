@@ -88,7 +88,7 @@ def test_results_block_says_where_the_runtimes_took_turns():
     def line(frame) -> str:
         return next(l for l in results_block(frame).splitlines() if l.startswith(f"- **{machine}**"))
 
-    assert "runtimes taking turns" in line(df.assign(latency_source=df["latency_source"].mask(on_machine, LATENCY_SOURCE)))
+    alternated = df["latency_source"].mask(on_machine, LATENCY_SOURCE)
+    assert "runtimes taking turns" in line(df.assign(latency_source=alternated))
     one_not = on_machine & (df["runtime"] != "tvm")
-    mixed = df.assign(latency_source=df["latency_source"].mask(on_machine, LATENCY_SOURCE).mask(one_not, "pytest-benchmark"))
-    assert "runtimes taking turns" not in line(mixed)
+    assert "runtimes taking turns" not in line(df.assign(latency_source=alternated.mask(one_not, "pytest-benchmark")))
