@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 
-BLOCKS = 10  # blocks per runtime: with 2 s in all, TVM/peer ratios up to 6x steadier (bench/README.md)
+BLOCKS = 10  # blocks per runtime: enough to spread drift, few enough switches (bench/README.md)
 LEAD_IN_S = 0.2  # untimed inferences at the start of each block: the cost of the switch, not of the runtime
 LATENCY_SOURCE = "pytest-benchmark, alternating blocks"  # extra_info.latency_source of a case timed so
 
