@@ -321,13 +321,18 @@ class TvmRuntime(Runtime):
 
         self.vm = relax.VirtualMachine(module, self._dev)
         self._main = self.vm["main"]
-        self._input_tensor = None
+        self._input_tensor = self._input_view = None
 
     def _input(self, x: np.ndarray):
+        """The VM's input tensor, holding ``x``. On this CPU ``x`` is copied in through a numpy view of the
+        tensor: between two runs that costs about 40 us less than ``Tensor.copyfrom`` (bench/README.md)."""
         import tvm
 
         if self._input_tensor is None or tuple(self._input_tensor.shape) != x.shape:
             self._input_tensor = tvm.runtime.tensor(x, self._dev)
+            self._input_view = np.from_dlpack(self._input_tensor) if self.device == "host" else None
+        elif self._input_view is not None:
+            np.copyto(self._input_view, x)
         else:
             self._input_tensor.copyfrom(x)
         return self._input_tensor

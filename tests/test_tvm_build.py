@@ -42,8 +42,12 @@ def test_compile_command_writes_a_library_whose_main_takes_the_input_alone(cli, 
     runtime = TvmRuntime(lib, "tvm", 1, "llvm", "untuned")
     first = runtime.run(x)[0]
     assert not first.flags.owndata
-    runtime.run(sample_input(x.shape, seed=4))
+    other = sample_input(x.shape, seed=4)
+    second = runtime.run(other)[0]
     np.testing.assert_array_equal(first, out)
+    # each run copies its own input into the VM's input tensor
+    np.testing.assert_array_equal(second, vm["main"](tvm.runtime.tensor(other)).numpy())
+    assert not np.array_equal(first, second)
 
 
 def test_compile_an_onnx_file(cli, tmp_path) -> None:
