@@ -116,7 +116,7 @@ def _tune_parser(sub) -> None:
                     ["mnv2bench tune --models headline --trials-per-task 256",
                      "mnv2bench tune --target rpi4 --rpc-tracker 127.0.0.1:9190 --trials 2000"])
     _target_options(p)
-    p.add_argument("--models", nargs="+", default=["headline"], help="names or groups (default: headline)")
+    _models_option(p, "names or groups (default: headline)")
     p.add_argument("--trials-per-task", type=int, default=None, help="trials each task should reach")
     p.add_argument("--trials", type=int, default=None,
                    help="total budget, shared by each task's share of its models' time")
@@ -148,7 +148,7 @@ def _schedules_parser(sub) -> None:
                     "many of each model's kernels they cover.",
                     ["mnv2bench schedules", "mnv2bench schedules host --models all --json"])
     p.add_argument("target", nargs="?", default=None, help="a target key, preset or triple (default: all)")
-    p.add_argument("--models", nargs="+", default=["headline"], help="models to report coverage for")
+    _models_option(p, "models to report coverage for (default: headline)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--schedules", type=Path, default=None, help="schedules folder (default: the project's)")
     p.set_defaults(func=cmd_schedules)
@@ -160,7 +160,7 @@ def _run_parser(sub) -> None:
                     "into results/<hardware>.json, rewrite results/README.md and print the comparison.",
                     ["mnv2bench run", "mnv2bench run --models mobilenet_v2_1.0_224 --threads 2",
                      "mnv2bench run --runtimes tvm,onnxruntime,torch -- --benchmark-min-rounds=20"])
-    p.add_argument("--models", default="headline", help="comma-separated names or groups (default: headline)")
+    _models_option(p, "names or groups (default: headline)")
     p.add_argument("--runtimes", default=None, help="comma-separated (default: tvm and every CPU peer installed "
                    "here: onnxruntime, openvino, executorch; tvm,torch,torch-cudagraph on a GPU)")
     p.add_argument("--target", default="host")
@@ -231,6 +231,18 @@ def _batch_option(p: argparse.ArgumentParser) -> None:
 
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class _ModelNames(argparse.Action):
+    """Each value split at commas, so that ``--models a b`` and ``--models a,b`` mean the same."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, [name for value in values for name in _comma_list(value)])
+
+
+def _models_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--models", nargs="+", action=_ModelNames, default=["headline"],
+                   help=f"{what}; spaces or commas between them")
 
 
 def _weights_option(p: argparse.ArgumentParser) -> None:
@@ -450,7 +462,7 @@ def cmd_run(args) -> int:
         run_json = Path(tmp) / "run.json"
         pytest_args = [
             str(Path(__file__).parent), "--benchmark-only", f"--benchmark-json={run_json}",
-            f"--models={args.models}", *runtimes, f"--target={args.target}",
+            f"--models={','.join(args.models)}", *runtimes, f"--target={args.target}",
             "-p", "no:cacheprovider", "-q", "--benchmark-columns=median,iqr,rounds", *extra,
         ]
         print("pytest " + " ".join(pytest_args), flush=True)

@@ -94,6 +94,17 @@ def test_every_subcommand_has_a_description_and_examples() -> None:
         assert f"mnv2bench {name}" in parser.format_help(), name  # shown as written, not re-wrapped
 
 
+@pytest.mark.parametrize("command", ["run", "tune", "schedules"])
+def test_models_given_with_spaces_or_commas(command) -> None:
+    parse = build_parser().parse_args
+    spaced = parse([command, "--models", "mobilenet_v2_1.0_224", "ssdlite_mobilenet_v2_320"])
+    with_commas = parse([command, "--models", "mobilenet_v2_1.0_224,ssdlite_mobilenet_v2_320"])
+    assert spaced.models == with_commas.models == ["mobilenet_v2_1.0_224", "ssdlite_mobilenet_v2_320"]
+    assert parse([command]).models == ["headline"]
+    if command == "run":  # the second name is not taken for a pytest option
+        assert spaced.pytest_args == []
+
+
 THREADS_ERROR = "--threads must be at least 1 (got 0)"
 
 
