@@ -445,8 +445,10 @@ def cmd_run(args) -> int:
     from bench.results import merge_run
     from bench.runtimes import check_threads
     from bench.summary import run_summary
+    from models.registry import resolve_names
 
     check_threads(args.threads)
+    models = resolve_names(args.models)  # an unknown name is a one-line error here, not a pytest usage error
 
     results_dir = args.results or RESULTS_DIR
     print(f"mnv2bench: this run will update {results_dir}/<hardware>.json and {results_dir}/README.md "
@@ -462,7 +464,7 @@ def cmd_run(args) -> int:
         run_json = Path(tmp) / "run.json"
         pytest_args = [
             str(Path(__file__).parent), "--benchmark-only", f"--benchmark-json={run_json}",
-            f"--models={','.join(args.models)}", *runtimes, f"--target={args.target}",
+            f"--models={','.join(models)}", *runtimes, f"--target={args.target}",
             "-p", "no:cacheprovider", "-q", "--benchmark-columns=median,iqr,rounds", *extra,
         ]
         print("pytest " + " ".join(pytest_args), flush=True)

@@ -47,6 +47,7 @@ def test_targets_listing(cli) -> None:
 def test_unknown_model(cli) -> None:
     assert_one_line_error(cli("export", "mobilenet_v9", "-o", "x.onnx"), "unknown model 'mobilenet_v9'")
     assert_one_line_error(cli("models", "resnet50"), "unknown model 'resnet50'")
+    assert_one_line_error(cli("run", "--models", "mobilenet_v2_1.0_224", "resnet50"), "unknown model 'resnet50'")
 
 
 def test_unknown_target(cli) -> None:
