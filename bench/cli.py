@@ -116,7 +116,8 @@ def _tune_parser(sub) -> None:
                     ["mnv2bench tune --models headline --trials-per-task 256",
                      "mnv2bench tune --target rpi4 --rpc-tracker 127.0.0.1:9190 --trials 2000"])
     _target_options(p)
-    _models_option(p, "names or groups (default: headline)")
+    # No default here, so that --remeasure/--prune can tell "these models' kernels" from "every kernel".
+    _models_option(p, "names or groups (default: headline; with --remeasure/--prune: every workload)", default=None)
     p.add_argument("--trials-per-task", type=int, default=None, help="trials each task should reach")
     p.add_argument("--trials", type=int, default=None,
                    help="total budget, shared by each task's share of its models' time")
@@ -132,8 +133,8 @@ def _tune_parser(sub) -> None:
                    help="start untuned tasks from random schedules, not from the schedules of tuned kernels of "
                         "their kind (the default measures those first and seeds the search with them)")
     p.add_argument("--remeasure", type=int, default=None, metavar="K",
-                   help="instead of tuning: time the K best records of every workload again here, keep only "
-                        "those (what a shipped database holds)")
+                   help="instead of tuning: time the K best records of every workload (or of --models' kernels "
+                        "of --kinds) again here, keep only those (what a shipped database holds)")
     p.add_argument("--prune", type=int, default=None, metavar="K",
                    help="instead of tuning: keep the K best records of every workload as they were timed (no "
                         "re-timing: for a database whose records all come from this machine's runner)")
@@ -240,8 +241,8 @@ class _ModelNames(argparse.Action):
         setattr(namespace, self.dest, [name for value in values for name in _comma_list(value)])
 
 
-def _models_option(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--models", nargs="+", action=_ModelNames, default=["headline"],
+def _models_option(p: argparse.ArgumentParser, what: str, default: tuple[str, ...] | None = ("headline",)) -> None:
+    p.add_argument("--models", nargs="+", action=_ModelNames, default=default and list(default),
                    help=f"{what}; spaces or commas between them")
 
 
@@ -341,10 +342,8 @@ def cmd_compile(args) -> int:
 
 def cmd_tune(args) -> int:
     from models.registry import resolve_names
-    from schedules.pipeline.compile import model_tasks
     from schedules.search.measure import RPCOptions
-    from schedules.search.tune import SearchOptions, TuningMeasuredNothing, merge_tasks, tune
-    from schedules.tasks import KINDS
+    from schedules.search.tune import SearchOptions, TuningMeasuredNothing, tune
 
     if args.remeasure is not None or args.prune is not None:
         return _remeasure(args)
@@ -356,9 +355,7 @@ def cmd_tune(args) -> int:
                         "must be positive")
     if args.minutes is not None and args.minutes <= 0:
         raise UserError("--minutes must be positive")
-    unknown = sorted(set(args.kinds or ()) - set(KINDS))
-    if unknown:
-        raise UserError(f"unknown kernel kind {', '.join(unknown)}; the kinds are {', '.join(KINDS)}")
+    _check_kinds(args.kinds)
     spec = _spec(args)
     rpc = _rpc(args, spec)
     if spec.is_gpu and rpc is None:
@@ -367,10 +364,8 @@ def cmd_tune(args) -> int:
         if detect_gpu_arch() is None:
             raise UserError("tuning for a GPU measures on one: run this on a machine with an NVIDIA GPU, "
                             "or give --rpc-tracker/--rpc-key of one")
-    names = resolve_names(args.models)
-    print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
-    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
-    tasks = [t for t in tasks if args.kinds is None or t.task.kind in args.kinds][: args.max_tasks]
+    names = resolve_names(args.models or ["headline"])
+    tasks = _tuning_tasks(names, spec, args.kinds)[: args.max_tasks]
     if rpc is not None:
         from targets.rpc import free_boards
 
@@ -391,17 +386,44 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _check_kinds(kinds: list[str] | None) -> None:
+    from schedules.tasks import KINDS
+
+    unknown = sorted(set(kinds or ()) - set(KINDS))
+    if unknown:
+        raise UserError(f"unknown kernel kind {', '.join(unknown)}; the kinds are {', '.join(KINDS)}")
+
+
+def _tuning_tasks(names: list[str], spec, kinds: list[str] | None) -> list:
+    """The distinct kernels of ``names`` for ``spec`` (of ``kinds`` only, if given), most expensive first."""
+    from schedules.pipeline.compile import model_tasks
+    from schedules.search.tune import merge_tasks
+
+    print(f"extracting tasks of {len(names)} model(s) for {spec.key} ...", flush=True)
+    tasks = merge_tasks({name: model_tasks(name, spec) for name in names})
+    return [t for t in tasks if kinds is None or t.task.kind in kinds]
+
+
 def _remeasure(args) -> int:
+    from tvm_ffi import structural_hash
+
+    from models.registry import resolve_names
     from schedules.search.measure import RPCOptions
     from schedules.search.remeasure import remeasure
 
     if args.remeasure is not None and args.prune is not None:
         raise UserError("give --remeasure K (re-time, then keep K) or --prune K (keep K as timed), not both")
+    _check_kinds(args.kinds)
     spec = _spec(args)
     rpc = _rpc(args, spec)
+    workloads = None
+    if args.models is not None or args.kinds is not None:
+        tasks = _tuning_tasks(resolve_names(args.models or ["all"]), spec, args.kinds)
+        workloads = {str(structural_hash(t.task.mod)) for t in tasks}
     retime = args.prune is None
     summary = remeasure(spec, args.remeasure if retime else args.prune, root=args.schedules,
-                        rpc=rpc and RPCOptions(*rpc), force=args.force_schedules, retime=retime)
+                        rpc=rpc and RPCOptions(*rpc), force=args.force_schedules, retime=retime,
+                        workloads=workloads)
     print(json.dumps(summary))
     return 0
 

@@ -17,6 +17,7 @@ from functools import partial
 
 import pytest
 from conftest import TINY, TUNE
+from tvm_ffi import structural_hash
 
 from models.errors import UserError
 from schedules import database as db_files
@@ -340,6 +341,28 @@ def test_prune_keeps_the_best_records_as_timed(tuned, cli, host, tmp_path) -> No
     assert db_files.read_metadata(db_files.database_dir(host, root))["runs"][-1]["measured_on"].startswith("kept as")
     both = cli("tune", "--prune", "1", "--remeasure", "1", "--schedules", root)
     assert both.returncode == 2 and "not both" in both.stderr and "Traceback" not in both.stderr
+
+
+@pytest.mark.slow
+def test_remeasure_of_some_kernels_leaves_the_others_as_they_are(tuned, cli, host, tmp_path) -> None:
+    """After a slice, its kernels alone are re-timed, so its new records and the old best share one clock."""
+    root = copy_of_tuned_database(tuned, host, tmp_path / "some")
+    before = records(root, host)
+    dense = {str(structural_hash(t.task.mod)) for t in merge_tasks({TINY: model_tasks(TINY, host)})
+             if t.task.kind == "dense"}
+    workload_file = db_files.database_dir(host, root) / db_files.WORKLOAD_FILE
+    hashes = [json.loads(line)[0] for line in workload_file.read_text().splitlines()]  # [shash, module]
+    result = cli("tune", "--remeasure", "1", "--models", TINY, "--kinds", "dense", "--schedules", root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1])["workloads"] == 1
+    after = records(root, host)
+    unchanged = [json.dumps(r) for r in before if hashes[r[0]] not in dense]
+    assert unchanged and sorted(json.dumps(r) for r in after if hashes[r[0]] not in dense) == sorted(unchanged)
+    retimed = [r for r in after if hashes[r[0]] in dense]
+    assert len(retimed) == 1 and retimed[0][1][1] not in [r[1][1] for r in before]
+    nothing = cli("tune", "--remeasure", "1", "--models", TINY, "--kinds", "depthwise", "--schedules", root)
+    assert nothing.returncode == 2 and "none of the kernels asked for" in nothing.stderr, nothing.stderr[-2000:]
+    assert records(root, host) == after
 
 
 def test_a_prune_keeps_the_machine_the_records_were_timed_on(host, tmp_path) -> None:

@@ -6,6 +6,10 @@ their best records are not the best on two. And a database grows by every trial 
 (about 15 kB each, most of it the layout-rewrite maps in the traces), while compiling reads one record
 per workload and the search seeds from a few: a shipped database keeps the K best of each workload.
 
+A third: records timed in different hours of a shared VM are not comparable (its speed moves by a
+third), and a slice's new trials, timed in a slow hour, cannot displace records timed in a fast one.
+Re-timing the slice's workloads afterwards (``workloads``) puts old and new records on one clock.
+
 The workload file is left as it is; the new record file is staged beside the old one and replaces it
 in one ``os.replace`` at the end, so an interrupted or failed run leaves the old database whole. The
 records dropped are counted per workload in the metadata, so the trials spent on a task still show.
@@ -30,9 +34,10 @@ STAGING = ".remeasure"
 
 
 def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOptions | None = None,
-              force: bool = False, retime: bool = True) -> dict:
+              force: bool = False, retime: bool = True, workloads: set[str] | None = None) -> dict:
     """Keep the ``keep`` best records of every workload, re-timed (or, with ``retime=False``, as timed:
-    for records all measured by today's runner); returns a summary."""
+    for records all measured by today's runner); returns a summary. ``workloads`` (structural hashes,
+    as text) limits this to those workloads; the others keep all their records as they are."""
     if keep < 1:
         raise UserError("--remeasure and --prune need a positive number of records to keep per workload")
     database = db_files.open_database(spec, root, force=force)
@@ -44,7 +49,7 @@ def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOpt
     staging.mkdir()
     try:
         shutil.copyfile(folder / db_files.WORKLOAD_FILE, staging / db_files.WORKLOAD_FILE)
-        kept, dropped = _remeasure_into(spec, database, staging, keep, rpc, retime)
+        kept, dropped = _remeasure_into(spec, database, staging, keep, rpc, retime, workloads)
         db_files.compact_record_file(staging / db_files.RECORD_FILE)
         os.replace(staging / db_files.RECORD_FILE, folder / db_files.RECORD_FILE)
         timed = measured_on(spec, rpc) if retime else "kept as timed by the tuning runs"
@@ -55,10 +60,11 @@ def remeasure(spec: TargetSpec, keep: int, root: Path | None = None, rpc: RPCOpt
             "database": str(folder)}
 
 
-def _remeasure_into(spec, database, staging: Path, keep: int, rpc, retime: bool = True
-                    ) -> tuple[dict[str, int], dict[str, int]]:
-    """Time the best ``keep`` records of each workload again, committing them to a database in
-    ``staging``. Returns records kept and records dropped per workload (structural hash, as text)."""
+def _remeasure_into(spec, database, staging: Path, keep: int, rpc, retime: bool = True,
+                    workloads: set[str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Time the best ``keep`` records of each workload (of ``workloads``, if given) again, committing
+    them to a database in ``staging``; other workloads are copied whole. Returns records kept and
+    records dropped per workload (structural hash, as text), the copied ones left out."""
     from tvm.s_tir import meta_schedule as ms
 
     target = spec.tvm_target()
@@ -71,6 +77,12 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc, retime: bool 
     kept, dropped = {}, {}
     steps = tqdm(by_workload.items(), unit="workload", desc="re-timing" if retime else "pruning", dynamic_ncols=True)
     for key, records in steps:
+        if workloads is not None and key not in workloads:
+            workload = fresh.commit_workload(records[0].workload.mod)
+            for record in records:
+                fresh.commit_tuning_record(ms.database.TuningRecord(
+                    record.trace, workload, record.run_secs, target, record.args_info))
+            continue
         best = database.get_top_k(records[0].workload, keep)
         times = (measure_candidates([r.as_measure_candidate() for r in best], target, builder, runner) if retime
                  else [list(r.run_secs) for r in best])
@@ -84,4 +96,6 @@ def _remeasure_into(spec, database, staging: Path, keep: int, rpc, retime: bool 
             raise UserError(f"none of the {len(best)} best records of a workload ran again "
                             f"({records[0].workload.mod.get_global_vars()[0].name_hint}); database left as it was")
         dropped[key] = len(records) - kept[key]
+    if workloads is not None and not kept:
+        raise UserError("none of the kernels asked for has records in the database; database left as it was")
     return kept, dropped
