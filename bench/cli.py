@@ -123,7 +123,8 @@ def _tune_parser(sub) -> None:
                    help="total budget, shared by each task's share of its models' time")
     p.add_argument("--max-tasks", type=int, default=None, help="tune only the N most expensive tasks")
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
-                   help="tune only kernels of these kinds: depthwise, pointwise, conv, dense, other")
+                   help="tune (or re-time, prune) only kernels of these kinds: depthwise, pointwise, conv, dense, "
+                        "other")
     p.add_argument("--population", type=int, default=None, help="evolutionary search population (default: 128)")
     p.add_argument("--trials-per-batch", type=int, default=None,
                    help="candidates per search round, built and timed together (default: 16; 64 on a GPU)")

@@ -7,7 +7,7 @@ their best records are not the best on two. And a database grows by every trial 
 per workload and the search seeds from a few: a shipped database keeps the K best of each workload.
 
 A third: records timed in different hours of a shared VM are not comparable (its speed moves by a
-third), and a slice's new trials, timed in a slow hour, cannot displace records timed in a fast one.
+quarter), and a slice's new trials, timed in a slow hour, cannot displace records timed in a fast one.
 Re-timing the slice's workloads afterwards (``workloads``) puts old and new records on one clock.
 
 The workload file is left as it is; the new record file is staged beside the old one and replaces it
