@@ -54,10 +54,15 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 
 def _render_cells(table: pd.DataFrame) -> str:
-    """A table of ready-made strings as markdown: models left, figures right, no number re-parsed."""
+    """A table of ready-made strings (NaN: nothing measured, shown as '–') as markdown: models left, figures
+    right, no number re-parsed."""
     align = ("left",) + ("right",) * len(table.columns)
-    table = table.rename(columns=_screen_header)
+    table = table.fillna("–").rename(columns=_screen_header)
     return table.reset_index().to_markdown(index=False, colalign=align, disable_numparse=True)
+
+
+def _render_ratios(table: pd.DataFrame) -> str:
+    return render(table.rename(columns=_screen_header), "markdown")
 
 
 def _screen_header(label: str) -> str:
@@ -70,21 +75,21 @@ def prose(text: str) -> str:
     return textwrap.fill(text, PROSE_WIDTH, break_on_hyphens=False)
 
 
-def report(df: pd.DataFrame, left_out: pd.DataFrame | None = None, heading: str = "##") -> str:
+def report(df: pd.DataFrame, left_out: pd.DataFrame | None = None, heading: str = "##",
+           width: int = SCREEN_WIDTH) -> str:
     """What a reader takes in: per task, median ms per machine × runtime (TVM cells with their tuned share);
-    then the TVM/peer ratios; then what was left out."""
+    then the TVM/peer ratios; then what was left out. Tables wider than ``width`` are split by machine."""
     statistic = df.attrs.get("statistic", "median")
     parts = []
     for task, table in task_tables(df).items():
         parts += [f"{heading} {task}: {STATISTICS[statistic][1]}", ""]
-        parts += [line for part in _fitting(table, _render_cells) for line in (part, "")]
+        parts += [line for part in _fitting(table, _render_cells, width) for line in (part, "")]
     if df["runtime"].astype(str).str.startswith("tvm").any():
         parts += [prose(TUNED_NOTE), ""]
     ratios = ratio_table(df)
     if not ratios.empty:
         parts += [f"{heading} {ratio_title(ratios, statistic)}", "", prose(ratio_note(statistic)), ""]
-        parts += [line for part in _fitting(ratios, lambda t: render(t.rename(columns=_screen_header), "markdown"))
-                  for line in (part, "")]
+        parts += [line for part in _fitting(ratios, _render_ratios, width) for line in (part, "")]
     if left_out is not None and not left_out.empty:
         parts += [prose(left_out_note(left_out)), ""]
     return "\n".join(parts).rstrip("\n")
@@ -92,7 +97,8 @@ def report(df: pd.DataFrame, left_out: pd.DataFrame | None = None, heading: str 
 
 def _fitting(table: pd.DataFrame, render_table, width: int = SCREEN_WIDTH) -> list[str]:
     """``table`` rendered as one table, or, where that is wider than ``width``, as several with whole
-    machines each (a column's label starts with its machine), so that no line leaves a laptop's screen."""
+    machines each (a column's label starts with its machine), so that no line leaves a laptop's screen.
+    A split table leaves out the models its machines did not measure (NaN in all its columns)."""
     whole = render_table(table)
     if max(map(len, whole.splitlines())) <= width:
         return [whole]

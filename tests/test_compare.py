@@ -275,6 +275,20 @@ def test_tvm_cells_show_their_tuned_share(tmp_path):
     assert list(tables["detection"].columns) == ["hw tvm"]  # no ORT measurement of a detection model
 
 
+def test_a_table_split_by_machine_leaves_out_the_models_its_machine_did_not_measure(tmp_path):
+    small = "mobilenet_v2_0.35_96"
+    files = [write_results(tmp_path / "a.json", "wide-machine-a", [
+                 {"model": m, "runtime": r, "ms": 1.0} for m in (MNV2, small) for r in ("tvm", "onnxruntime")]),
+             write_results(tmp_path / "b.json", "wide-machine-b", [
+                 {"model": MNV2, "runtime": r, "ms": 2.0} for r in ("tvm", "onnxruntime")])]
+    df = load_results(files)
+    whole = report(df).split("TVM cells")[0]  # the latency tables, not the ratios
+    assert whole.count("| mobilenet_v2_0.35_96") == 1 and "–" in whole  # one table: b's missing cells shown as –
+    split = report(df, width=80).split("TVM cells")[0]
+    assert split.count("| mobilenet_v2_1.0_224") == 2  # one table per machine, both measured it
+    assert split.count("| mobilenet_v2_0.35_96") == 1 and "–" not in split  # b's table has no empty row
+
+
 def test_only_the_newest_schedules_unless_asked(tmp_path):
     path = write_results(tmp_path / "hw.json", "hw", [
         {"model": MNV2, "runtime": "tvm", "ms": 4.0, "schedules": "k@new000", "datetime": "2026-12-02"},
