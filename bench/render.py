@@ -62,6 +62,7 @@ def _render_cells(table: pd.DataFrame) -> str:
 
 
 def _render_ratios(table: pd.DataFrame) -> str:
+    """The ratio table as markdown, its headers shortened to fit a screen."""
     return render(table.rename(columns=_screen_header), "markdown")
 
 

@@ -162,7 +162,7 @@ def task_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per task, models × columns as shown to a reader: the statistic (median ms), with its tuned share in TVM cells;
     NaN where nothing was measured. Columns that measured none of a task's models are left out of its table."""
     latency, tuned = latency_table(df), tuned_table(df)
-    cells = latency.apply(lambda col: col.map(lambda v: v if pd.isna(v) else f"{v:.2f}"))
+    cells = latency.map("{:.2f}".format, na_action="ignore")
     for label in tuned.columns:
         marked = (tuned[label] != "") & latency[label].notna()
         cells.loc[marked, label] += " (" + tuned.loc[marked, label] + ")"
